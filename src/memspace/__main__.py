@@ -1,0 +1,3 @@
+from memspace.cli import main
+
+main()

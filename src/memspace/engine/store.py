@@ -1,0 +1,539 @@
+"""The engine: one memory space in RAM (plus its lower tiers), with no I/O of its own.
+
+Every write is planned, then applied::
+
+    rec = engine.plan_remember(items, now, new_id)   # validates and decides; mutates nothing
+    wal.append(*records.encode(rec))                 # the durable layer's job
+    result = engine.apply(rec)                       # the only mutation; deterministic
+    wal.commit()
+
+``plan_*`` raise :mod:`memspace.errors` (InvalidArgument, MemoryNotFound,
+QuotaExceeded) naming the offending field and leave the engine untouched.
+``apply`` never raises for a record a plan produced; applied to the same
+starting state, the same records give the same state, so recovery is
+``engine.apply(records.decode(type, payload))`` per logged record. A record
+that no longer fits is applied as far as it fits: a merge, link or touch of a
+memory that is gone is skipped; an update of one stores it again (the record
+holds the whole memory).
+
+Tiers: the hot tier is this engine's struct of arrays (:mod:`.hot`); warm and
+cold are :class:`~memspace.engine.tiers.TierStore` objects. Any change to a
+warm or cold memory (merge, update, link from it, touch) first promotes it to
+hot; forgetting one discards it from its tier. Links are directed and stored
+with their source; forgetting a memory removes hot memories' links to it at
+once, while links to it held by warm/cold entries (immutable) are skipped
+lazily wherever links are read, and dropped when their holder is promoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memspace.engine import recall as recall_mod
+from memspace.engine import records, validate
+from memspace.engine.ann import AnnIndex
+from memspace.engine.ann import available as ann_available
+from memspace.engine.embedder import Embedder, get_embedder
+from memspace.engine.hot import HotTier
+from memspace.engine.model import (
+    AUTO_LINK_KIND,
+    MODES,
+    TIERS,
+    Hit,
+    Limits,
+    Link,
+    Memory,
+    Page,
+    RememberResult,
+    SpaceSettings,
+    Vector,
+)
+from memspace.engine.policy import Demotion, choose_demotions
+from memspace.engine.remember import plan_entries
+from memspace.engine.spreading import DEFAULT_DEPTH, MAX_DEPTH
+from memspace.engine.tiers import TierStore
+from memspace.engine.validate import invalid
+from memspace.errors import InvalidArgument, MemoryNotFound, QuotaExceeded
+
+SNAPSHOT_VERSION = 1
+DEFAULT_LIMITS = Limits()
+MAX_PAGE = 1000
+# Index changes folded in per recall: bounds the pause a recall can take to update the index.
+ANN_SYNC_BUDGET = 512
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine's size. ``links`` counts links held by hot memories."""
+
+    hot: int
+    warm: int
+    cold: int
+    links: int
+    dimension: int
+
+    @property
+    def memories(self) -> int:
+        return self.hot + self.warm + self.cold
+
+
+class Engine:
+    """One memory space. Not thread-safe: one caller at a time (the space's worker)."""
+
+    def __init__(self, settings: SpaceSettings, *, limits: Limits = DEFAULT_LIMITS,
+                 embedder: Embedder | None = None, warm: TierStore | None = None, cold: TierStore | None = None,
+                 ann_threshold: int = 0) -> None:
+        if embedder is not None and embedder.dimension != settings.dimension:
+            raise InvalidArgument(f"embedder {embedder.name!r} has dimension {embedder.dimension}, "
+                                  f"the space has {settings.dimension}", {"field": "dimension"})
+        self.settings = settings
+        self.limits = limits
+        self.warm = warm
+        self.cold = cold
+        self.ann_threshold = ann_threshold
+        self._embedder = embedder
+        self._hot = HotTier(settings.dimension)
+        self._ann: AnnIndex | None = None           # derived; built on demand (see catch_up_index)
+        self._ann_usable = ann_threshold > 0 and ann_available()
+        self._membership = 0                      # bumped whenever the set of ids changes
+        self._sorted: dict[str | None, tuple[int, list[str]]] = {}
+
+    @property
+    def embedder(self) -> Embedder:
+        """The space's embedder, created on first use from ``settings.embedder``."""
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings.embedder, self.settings.dimension)
+        return self._embedder
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def _lower(self, memory_id: str) -> TierStore | None:
+        for tier in (self.warm, self.cold):
+            if tier is not None and memory_id in tier:
+                return tier
+        return None
+
+    def exists(self, memory_id: str) -> bool:
+        return memory_id in self._hot.row or self._lower(memory_id) is not None
+
+    def tier_of(self, memory_id: str) -> str | None:
+        if memory_id in self._hot.row:
+            return "hot"
+        tier = self._lower(memory_id)
+        return tier.name if tier is not None else None
+
+    def get(self, memory_id: str) -> Memory:
+        """The memory in whichever tier holds it; MemoryNotFound if none does. Mutates nothing."""
+        if memory_id in self._hot.row:
+            return self._hot.memory(memory_id)
+        tier = self._lower(memory_id)
+        m = tier.get(memory_id) if tier is not None else None
+        if m is None:
+            raise MemoryNotFound(f"memory {memory_id!r} does not exist", {"id": memory_id})
+        return self._without_dangling(m)
+
+    def _without_dangling(self, m: Memory) -> Memory:
+        live = tuple(link for link in m.links if self.exists(link.target))
+        return m if len(live) == len(m.links) else replace(m, links=live)
+
+    def count(self, tier: str | None = None) -> int:
+        if tier is None:
+            return len(self._hot) + sum(len(t) for t in (self.warm, self.cold) if t is not None)
+        self._check_tier(tier)
+        store = {"hot": self._hot, "warm": self.warm, "cold": self.cold}[tier]
+        return len(store) if store is not None else 0
+
+    def stats(self) -> EngineStats:
+        return EngineStats(len(self._hot), self.count("warm"), self.count("cold"), self._hot.link_count,
+                           self.settings.dimension)
+
+    def page(self, limit: int = 100, cursor: str | None = None, tier: str | None = None) -> Page:
+        """Memories in id order, ``limit`` at a time. ``cursor`` is the previous page's
+        ``next_cursor`` (opaque); paging stays consistent while memories come and go: nothing
+        present for the whole walk is skipped or repeated."""
+        limit = validate.integer(limit, "limit", 1, MAX_PAGE)
+        if tier is not None:
+            self._check_tier(tier)
+        after = "" if cursor is None else _decode_cursor(cursor)
+        ids = self._sorted_ids(tier)
+        start = bisect.bisect_right(ids, after) if after else 0
+        chunk = ids[start:start + limit]
+        more = start + limit < len(ids)
+        return Page([self.get(i) for i in chunk], _encode_cursor(chunk[-1]) if more and chunk else None)
+
+    def _sorted_ids(self, tier: str | None) -> list[str]:
+        cached = self._sorted.get(tier)
+        if cached is not None and cached[0] == self._membership:
+            return cached[1]
+        stores: list[Any] = [self._hot.ids] if tier in (None, "hot") else []
+        stores += [t.ids() for t in (self.warm, self.cold) if t is not None and tier in (None, t.name)]
+        ids = sorted(i for s in stores for i in s)
+        self._sorted[tier] = (self._membership, ids)
+        return ids
+
+    @staticmethod
+    def _check_tier(tier: str) -> None:
+        if tier not in TIERS:
+            raise invalid("tier", f"must be one of {', '.join(TIERS)}, got {tier!r}")
+
+    # -- plans ----------------------------------------------------------------------------------------
+
+    def plan_remember(self, items: Sequence[Mapping[str, Any]], now: float, new_id: Callable[[], str],
+                      request_id: str | None = None) -> records.Remember:
+        """Plan storing ``items`` (one request; a batch is one atomic record). See :mod:`.remember`."""
+        now = validate.timestamp(now, "now")
+        if isinstance(items, Mapping) or not isinstance(items, Sequence):
+            raise invalid("items", "must be a list of items")
+        if not items:
+            raise invalid("items", "must contain at least one item")
+        if len(items) > self.limits.max_batch:
+            raise invalid("items", f"has {len(items)} items, at most {self.limits.max_batch} per batch")
+        batch = len(items) > 1
+        parsed = [validate.item(raw, f"items[{i}]." if batch else "", self.settings.dimension, self.limits)
+                  for i, raw in enumerate(items)]
+        self._embed(parsed)
+        entries = plan_entries(parsed, self._hot, self.exists, self.settings, now, new_id)
+        stores = sum(1 for e in entries if isinstance(e, records.StoreEntry))
+        if self.limits.max_memories and stores and self.count() + stores > self.limits.max_memories:
+            raise QuotaExceeded(
+                f"the space holds {self.count()} memories; storing {stores} more would pass its quota of "
+                f"{self.limits.max_memories}", {"limit": self.limits.max_memories, "count": self.count()})
+        return records.Remember(tuple(entries), request_id)
+
+    def _embed(self, items: list[validate.Item]) -> None:
+        todo = [it for it in items if it.embedding is None]
+        if not todo:
+            return
+        try:
+            vectors = self.embedder.embed([it.content or "" for it in todo])
+        except InvalidArgument as exc:
+            index = exc.details.get("index")
+            if isinstance(index, int) and 0 <= index < len(todo):
+                field = todo[index].field("content")
+                raise InvalidArgument(f"{field}: {exc.message}", {"field": field}) from None
+            raise
+        for it, vec in zip(todo, vectors):
+            it.embedding = validate.unit_vector(vec, self.settings.dimension, it.field("content"))
+
+    def plan_forget(self, ids: Sequence[str] | None = None, *, tags: Sequence[str] | None = None,
+                    before: float | None = None, request_id: str | None = None) -> records.Forget:
+        """Resolve what to forget: ``ids`` and/or a filter (memories with ALL ``tags``, created
+        before ``before``); given together they intersect. Neither ids nor a non-empty filter is
+        InvalidArgument: an empty filter would match every memory. A single explicit id that does
+        not exist is MemoryNotFound; in a list, missing ids are ignored (the applied count tells)."""
+        want_tags = () if tags is None else validate.tags(tags, "tags", self.limits)
+        cutoff = None if before is None else validate.timestamp(before, "before")
+        if ids is None and not want_tags and cutoff is None:
+            raise invalid("ids", "forget needs ids or a filter (non-empty tags, before)")
+
+        def matches(m_tags: Sequence[str], created_at: float) -> bool:
+            return all(t in m_tags for t in want_tags) and (cutoff is None or created_at < cutoff)
+
+        if ids is not None:
+            if isinstance(ids, str) or not isinstance(ids, Sequence):
+                raise invalid("ids", "must be a list of memory ids")
+            wanted = [validate.memory_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
+            if len(wanted) == 1 and not self.exists(wanted[0]):
+                raise MemoryNotFound(f"memory {wanted[0]!r} does not exist", {"id": wanted[0], "field": "ids[0]"})
+            chosen = []
+            for i in dict.fromkeys(wanted):
+                if not self.exists(i):
+                    continue
+                m_tags, created = self._tags_created(i)
+                if matches(m_tags, created):
+                    chosen.append(i)
+            return records.Forget(tuple(chosen), request_id)
+        hot = self._hot
+        rows = hot.rows_with_tags(want_tags)
+        if cutoff is not None:
+            rows = rows[hot.created_at[rows] < cutoff]
+        chosen = [hot.ids[r] for r in rows.tolist()]
+        for tier in (t for t in (self.warm, self.cold) if t is not None):
+            for i in tier.ids():
+                m = tier.get(i)
+                if m is not None and matches(m.tags, m.created_at):
+                    chosen.append(i)
+        return records.Forget(tuple(chosen), request_id)
+
+    def _tags_created(self, memory_id: str) -> tuple[tuple[str, ...], float]:
+        r = self._hot.row.get(memory_id)
+        if r is not None:
+            return self._hot.tags[r], float(self._hot.created_at[r])
+        m = self.get(memory_id)
+        return m.tags, m.created_at
+
+    def plan_link(self, source: str, target: str, weight: float = 1.0, kind: str = "related", *, now: float,
+                  request_id: str | None = None) -> records.Link:
+        """Link ``source -> target`` (replacing an existing link between them). Both must exist."""
+        now = validate.timestamp(now, "now")
+        source = validate.memory_id(source, "source")
+        target = validate.memory_id(target, "target")
+        w = validate.weight(weight, "weight")
+        k = validate.kind(kind, "kind")
+        if source == target:
+            raise invalid("target", "a memory cannot link to itself")
+        for name, memory_id in (("source", source), ("target", target)):
+            if not self.exists(memory_id):
+                raise MemoryNotFound(f"{name}: memory {memory_id!r} does not exist", {"field": name, "id": memory_id})
+        held = self._links_of(source)
+        if target not in held and len(held) >= self.limits.max_links:
+            raise QuotaExceeded(f"source: memory {source!r} already has {len(held)} links, the limit",
+                                {"field": "source", "limit": self.limits.max_links})
+        return records.Link(source, target, w, k, now, request_id)
+
+    def _links_of(self, memory_id: str) -> set[str]:
+        r = self._hot.row.get(memory_id)
+        if r is not None:
+            return set(self._hot.links[r])
+        return {link.target for link in self.get(memory_id).links}
+
+    def plan_touch(self, ids: Sequence[str], now: float) -> records.Touch:
+        """Reinforce recalled memories; ids that no longer exist are left out."""
+        now = validate.timestamp(now, "now")
+        if isinstance(ids, str) or not isinstance(ids, Sequence):
+            raise invalid("ids", "must be a list of memory ids")
+        return records.Touch(tuple(i for i in dict.fromkeys(ids) if isinstance(i, str) and self.exists(i)), now)
+
+    # -- apply ------------------------------------------------------------------------------------------
+
+    def apply(self, rec: records.Record) -> list[RememberResult] | int | Link | None:
+        """Apply a planned (or replayed) record: the only method that changes state."""
+        if isinstance(rec, records.Remember):
+            return [self._apply_entry(e) for e in rec.entries]
+        if isinstance(rec, records.Forget):
+            return self._apply_forget(rec.ids)
+        if isinstance(rec, records.Link):
+            link = Link(rec.target, rec.weight, rec.kind)
+            if self._promote(rec.source):
+                self._hot.set_link(rec.source, link)
+            return link
+        if isinstance(rec, records.Touch):
+            hot = self._hot
+            for memory_id in rec.ids:
+                if self._promote(memory_id):
+                    r = hot.row[memory_id]
+                    hot.access_count[r] += 1
+                    hot.last_access[r] = rec.at
+            return None
+        raise TypeError(f"not a record: {type(rec).__name__}")
+
+    def _apply_entry(self, e: records.Entry) -> RememberResult:
+        hot = self._hot
+        if isinstance(e, records.MergeEntry):
+            if self._promote(e.id):
+                r = hot.row[e.id]
+                hot.access_count[r] += 1
+                hot.last_access[r] = e.at
+                hot.confidence[r] = e.confidence
+                if e.tags:
+                    hot.set_tags(e.id, hot.tags[r] + tuple(t for t in e.tags if t not in hot.tags[r]))
+                for link in e.links:
+                    hot.set_link(e.id, link)
+            return RememberResult(e.id, "merged", e.similarity)
+        if isinstance(e, records.UpdateEntry) or self.exists(e.id):
+            at = e.at if isinstance(e, records.UpdateEntry) else e.created_at
+            if not self._promote(e.id):  # an update whose memory is gone: store it again
+                hot.insert(e.id, e.embedding, e.confidence, at, at, 0, e.content, e.tags, e.metadata)
+                self._membership += 1
+            r = hot.row[e.id]
+            hot.set_embedding(e.id, e.embedding)
+            hot.confidence[r] = e.confidence
+            hot.last_access[r] = at
+            hot.content[r] = e.content
+            hot.metadata[r] = dict(e.metadata)
+            hot.set_tags(e.id, e.tags)
+            for link in e.links:
+                hot.set_link(e.id, link)
+            return RememberResult(e.id, "updated")
+        hot.insert(e.id, e.embedding, e.confidence, e.created_at, e.created_at, 0, e.content, e.tags, e.metadata,
+                   e.links)
+        self._membership += 1
+        for neighbour, weight in e.backlinks:
+            if self._promote(neighbour):
+                hot.set_link(neighbour, Link(e.id, weight, AUTO_LINK_KIND))
+        return RememberResult(e.id, "stored", None, tuple(n for n, _ in e.backlinks))
+
+    def _apply_forget(self, ids: Sequence[str]) -> int:
+        forgotten = 0
+        for memory_id in ids:
+            if memory_id in self._hot.row:
+                self._hot.remove(memory_id)
+            else:
+                tier = self._lower(memory_id)
+                if tier is None:
+                    continue
+                tier.discard(memory_id)
+            self._hot.drop_links_to(memory_id)
+            forgotten += 1
+        if forgotten:
+            self._membership += 1
+        return forgotten
+
+    def _promote(self, memory_id: str) -> bool:
+        """Make ``memory_id`` hot (moving it out of warm/cold); False if it exists nowhere."""
+        if memory_id in self._hot.row:
+            return True
+        tier = self._lower(memory_id)
+        m = tier.get(memory_id) if tier is not None else None
+        if tier is None or m is None:
+            return False
+        m = self._without_dangling(m)
+        tier.discard(memory_id)
+        self._hot.insert_memory(m)
+        self._membership += 1
+        return True
+
+    # -- recall -----------------------------------------------------------------------------------------
+
+    def recall(self, *, query: str | None = None, embedding: Any = None, k: int = 10, threshold: float = 0.0,
+               mode: str = "spreading", max_depth: int = DEFAULT_DEPTH, tags: Sequence[str] | None = None,
+               since: float | None = None, until: float | None = None, tiers: Sequence[str] | None = None,
+               now: float) -> list[Hit]:
+        """Ranked memories for a cue (see :mod:`.recall`). Mutates no memory (only the derived
+        approximate index may catch up): the caller plans a touch for the returned ids. Cue:
+        ``embedding`` and/or ``query`` text (both: their normalised sum)."""
+        dim = self.settings.dimension
+        if query is None and embedding is None:
+            raise invalid("query", "recall needs a query text or an embedding")
+        vector = None if embedding is None else validate.unit_vector(embedding, dim, "embedding")
+        if query is not None:
+            if not isinstance(query, str) or not query.strip():
+                raise invalid("query", "must be a non-empty string")
+            text_vec = self.embedder.embed([query])[0]
+            vector = text_vec if vector is None else validate.unit_vector(vector + text_vec, dim, "embedding")
+        assert vector is not None
+        if mode not in MODES:
+            raise invalid("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+        if tiers is not None:
+            if isinstance(tiers, str) or not tiers or any(t not in TIERS for t in tiers):
+                raise invalid("tiers", f"must be a non-empty list drawn from {', '.join(TIERS)}, got {tiers!r}")
+            tiers = tuple(tiers)
+        q = recall_mod.Query(
+            vector=vector, k=validate.integer(k, "k", 1, self.limits.max_k),
+            threshold=validate.number(threshold, "threshold", -1.0, 1.0), mode=mode,
+            max_depth=validate.integer(max_depth, "max_depth", 0, MAX_DEPTH),
+            tags=() if tags is None else validate.tags(tags, "tags", self.limits),
+            since=None if since is None else validate.timestamp(since, "since"),
+            until=None if until is None else validate.timestamp(until, "until"),
+            tiers=tiers, now=validate.timestamp(now, "now"),
+        )
+        return recall_mod.run(self._hot, self.warm, self.cold, self.settings, q, self._ann_search)
+
+    def catch_up_index(self, max_items: int | None = None) -> int:
+        """Fold up to ``max_items`` (None: all) pending hot-tier changes into the approximate
+        index, building it on first use (every hot memory is then pending); returns how many
+        changes are still pending. With the index off (``ann_threshold`` 0, hnswlib missing) or a
+        hot tier below ``ann_threshold`` there is no index (an existing one is dropped) and this
+        returns 0. Recall does a bounded step itself; a worker can call this when idle so the
+        first recalls after a restart need not scan exactly."""
+        hot = self._hot
+        if not self._ann_usable or len(hot) < self.ann_threshold:
+            self._ann, hot.changed = None, None
+            return 0
+        if self._ann is None or hot.changed is None:
+            self._ann = AnnIndex(self.settings.dimension, capacity=2 * len(hot))
+            hot.changed = dict.fromkeys(hot.ids)
+        changed = hot.changed
+        if max_items is None or max_items >= len(changed):
+            batch = list(changed)
+            changed.clear()
+        else:
+            batch = list(islice(changed, max_items))
+            for memory_id in batch:
+                del changed[memory_id]
+        self._ann.sync(hot, batch)
+        return len(changed)
+
+    def _ann_search(self, query: Vector, k: int) -> npt.NDArray[np.intp] | None:
+        """Candidate hot rows from the approximate index, or None to scan exactly (index off,
+        hot tier small, or the index still more than ANN_SYNC_BUDGET changes behind)."""
+        if self.catch_up_index(ANN_SYNC_BUDGET) or self._ann is None:
+            return None
+        return self._ann.search(self._hot, query, k)
+
+    # -- tiers ------------------------------------------------------------------------------------------
+
+    def plan_demotion(self, hot_capacity: int, warm_capacity: int) -> Demotion:
+        """Least recently accessed memories that must leave hot (and warm) to fit the capacities."""
+        hot = self._hot
+        warm_ids = self.warm.ids() if self.warm is not None else None
+        return choose_demotions(hot.ids, hot.last_access, hot_capacity, warm_ids, self.count("warm"),
+                                warm_capacity, has_cold=self.cold is not None)
+
+    def demote(self, d: Demotion) -> None:
+        """Move memories down: ``warm.add`` first (durable when it returns), then drop from hot;
+        likewise warm -> cold. Ids no longer where the plan found them are skipped."""
+        hot = self._hot
+        if d.to_warm and self.warm is not None:
+            moving = [hot.memory(i) for i in d.to_warm if i in hot.row]
+            self.warm.add(moving)
+            for m in moving:
+                hot.remove(m.id)
+        if d.to_cold and self.warm is not None and self.cold is not None:
+            found = [self.warm.get(i) for i in d.to_cold]
+            cooling = [m for m in found if m is not None]
+            self.cold.add(cooling)
+            for m in cooling:
+                self.warm.discard(m.id)
+        self._membership += 1
+
+    # -- snapshots --------------------------------------------------------------------------------------
+
+    def snapshot_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The hot tier as arrays (copies, safe to write from another thread) and JSON-safe meta.
+
+        Warm and cold tiers snapshot themselves (``TierStore.state()``)."""
+        hot = self._hot
+        arrays: dict[str, np.ndarray] = {
+            "embeddings": hot.embeddings.copy(), "confidence": hot.confidence.copy(),
+            "created_at": hot.created_at.copy(), "last_access": hot.last_access.copy(),
+            "access_count": hot.access_count.copy(),
+        }
+        meta = {
+            "version": SNAPSHOT_VERSION, "dimension": self.settings.dimension, "ids": list(hot.ids),
+            "content": list(hot.content), "tags": [list(t) for t in hot.tags],
+            "metadata": [dict(m) for m in hot.metadata],
+            "links": [[[lk.target, lk.weight, lk.kind] for lk in links.values()] for links in hot.links],
+        }
+        return arrays, meta
+
+    @classmethod
+    def restore(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], settings: SpaceSettings, *,
+                limits: Limits = DEFAULT_LIMITS, embedder: Embedder | None = None, warm: TierStore | None = None,
+                cold: TierStore | None = None, ann_threshold: int = 0) -> Engine:
+        """An engine whose hot tier is the snapshot's (rows in the same order). Raises
+        InvalidArgument if the snapshot does not fit the settings."""
+        if meta.get("version") != SNAPSHOT_VERSION or meta.get("dimension") != settings.dimension:
+            raise InvalidArgument(f"snapshot version {meta.get('version')} / dimension {meta.get('dimension')} "
+                                  f"does not match {SNAPSHOT_VERSION} / {settings.dimension}", {"field": "snapshot"})
+        engine = cls(settings, limits=limits, embedder=embedder, warm=warm, cold=cold, ann_threshold=ann_threshold)
+        hot = engine._hot = HotTier(settings.dimension, capacity=max(len(meta["ids"]), 256))
+        emb, conf = arrays["embeddings"], arrays["confidence"]
+        created, last, count = arrays["created_at"], arrays["last_access"], arrays["access_count"]
+        for r, memory_id in enumerate(meta["ids"]):
+            links = (Link(t, w, k) for t, w, k in meta["links"][r])
+            hot.insert(memory_id, emb[r], float(conf[r]), float(created[r]), float(last[r]), int(count[r]),
+                       meta["content"][r], tuple(meta["tags"][r]), meta["metadata"][r], links)
+        return engine
+
+
+def _encode_cursor(memory_id: str) -> str:
+    return base64.urlsafe_b64encode(memory_id.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        return validate.memory_id(raw, "cursor")
+    except (binascii.Error, UnicodeDecodeError, InvalidArgument, TypeError):
+        raise invalid("cursor", f"{cursor!r} is not a cursor this engine returned") from None
+

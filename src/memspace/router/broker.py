@@ -1,0 +1,415 @@
+"""The router: forwards each client request to the worker of its space, and back.
+
+Two ROUTER sockets: the *frontend* for clients (native zmq clients and the
+HTTP/gRPC gateways), the *backend* for workers, whose routing id is their space
+id (ROUTER_HANDOVER lets a restarted worker take its identity over;
+ROUTER_MANDATORY turns a send to a vanished worker into an error instead of a
+silent drop). Request bodies are never decoded here.
+
+Per space the router keeps a :class:`Route`:
+
+``queue``     requests waiting for the worker to become ready (bounded: more are
+              answered OVERLOADED); they expire with SPACE_UNAVAILABLE after
+              ``start_timeout_s`` or DEADLINE_EXCEEDED at their own deadline.
+``inflight``  requests sent to the worker, by ticket, until the reply comes back
+              or their deadline passes (DEADLINE_EXCEEDED; a late reply is dropped).
+``suspects``  after a worker crash, the requests that were in flight. They are
+              re-sent *one at a time* to the successor before anything else, so
+              the request that kills a worker is isolated: a request in flight at
+              two consecutive crashes is answered POISON_REQUEST and dropped.
+              Re-sending is safe because writes are idempotent by request id.
+
+The supervisor (same process, same loop) decides when a space starts, stops or
+fails; it tells the router through :meth:`worker_ready`, :meth:`worker_lost`,
+:meth:`hold` and :meth:`fail`. The router asks it to :meth:`Supervisor.activate`
+a space on first use and hands it admin requests and worker signals.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import zmq
+
+from memspace import wire
+from memspace.errors import MemspaceError, Overloaded, SpaceRequired, SpaceUnavailable
+from memspace.ids import is_valid_space_id
+
+log = logging.getLogger("memspace.router")
+
+
+class Supervisor(Protocol):
+    def activate(self, space: str) -> None:
+        """Make sure a worker for ``space`` is (being) started; raise MemspaceError if it cannot be."""
+
+    def admin(self, client: bytes, req: wire.ClientRequest) -> None:
+        """Handle an admin op; reply later or now via :meth:`Router.reply`."""
+
+    def on_signal(self, space: str, signal: wire.Signal) -> None:
+        """A worker's READY, HEARTBEAT or BYE."""
+
+    def on_worker_seen(self, space: str) -> None:
+        """Any message from a worker (proves it alive)."""
+
+
+@dataclass(eq=False)
+class Pending:
+    client: bytes
+    req: wire.ClientRequest
+    deadline: float
+    queued_at: float
+    attempts: int = 0        # crashes of the space this request was in flight at
+    ticket: bytes = b""
+    done: bool = False       # answered (lazy deletion from the deadline heap)
+
+
+@dataclass(eq=False)
+class Route:
+    space: str
+    ready: bool = False
+    queue: deque[Pending] = field(default_factory=deque)
+    inflight: dict[bytes, Pending] = field(default_factory=dict)
+    suspects: deque[Pending] = field(default_factory=deque)
+    probing: bytes | None = None          # ticket of the suspect being re-sent alone
+    last_activity: float = 0.0
+    forwarded: int = 0
+
+
+class Router:
+    def __init__(self, ctx: zmq.Context, frontend: str, backend: str, *, supervisor: Supervisor,
+                 clock: Callable[[], float], default_space: str, require_explicit_space: bool,
+                 queue_limit: int, request_timeout_s: float, start_timeout_s: float,
+                 max_bytes: int, on_fallback: Callable[[bytes], None] | None = None) -> None:
+        self.supervisor = supervisor
+        self.clock = clock
+        self.default_space = default_space
+        self.require_explicit_space = require_explicit_space
+        self.queue_limit = queue_limit
+        self.request_timeout_s = request_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.max_bytes = max_bytes
+        self.on_fallback = on_fallback
+        self.routes: dict[str, Route] = {}
+        self.accepting = True
+        self._tickets = 0
+        self._deadlines: list[tuple[float, int, Pending]] = []
+        self._seq = 0
+        self.frontend = ctx.socket(zmq.ROUTER)
+        self.frontend.setsockopt(zmq.LINGER, 0)
+        self.frontend.setsockopt(zmq.SNDHWM, 0)
+        self.frontend.setsockopt(zmq.RCVHWM, 0)
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, max_bytes + 65536)
+        self.frontend.bind(_any_port(frontend))
+        self.frontend_endpoint = self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.backend = ctx.socket(zmq.ROUTER)
+        self.backend.setsockopt(zmq.LINGER, 0)
+        self.backend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.backend.setsockopt(zmq.SNDHWM, 0)
+        self.backend.setsockopt(zmq.RCVHWM, 0)
+        self.backend.bind(_any_port(backend))
+        self.backend_endpoint = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def handle_frontend(self, limit: int = 1000) -> None:
+        """Take up to ``limit`` waiting client messages."""
+        for _ in range(limit):
+            try:
+                msg = self.frontend.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            client, frames = msg[0], msg[1:]
+            try:
+                req = wire.split_client_request(frames, max_bytes=self.max_bytes)
+            except wire.WireError as e:
+                self.reply(client, wire.encode_error(e.request_id or b"?", e.code, e.message, e.details))
+                continue
+            if req.is_admin:
+                try:
+                    self.supervisor.admin(client, req)
+                except MemspaceError as e:
+                    self.reply(client, wire.encode_error(req.request_id, e.code, e.message, e.details))
+                continue
+            self.submit(client, req)
+
+    def submit(self, client: bytes, req: wire.ClientRequest) -> None:
+        try:
+            if not self.accepting:
+                raise SpaceUnavailable("the server is shutting down", {"retry_after_s": 1})
+            space = req.space
+            if not space:
+                if self.require_explicit_space:
+                    raise SpaceRequired(
+                        "no memory space named: pass a space id (client.space('id'), --space, "
+                        "X-Memory-Space or /v1/spaces/{space}/...); this server has require_explicit_space = true")
+                space = self.default_space
+                req = req._replace(space=space)
+                if self.on_fallback is not None:
+                    self.on_fallback(client)
+            route = self.routes.get(space)
+            if route is None or not route.ready:
+                self.supervisor.activate(space)   # raises SpaceNotFound / SpaceUnavailable
+                route = self.route(space)
+        except MemspaceError as e:
+            self.reply(client, wire.encode_error(req.request_id, e.code, e.message, e.details))
+            return
+        now = self.clock()
+        timeout = req.timeout_ms / 1000.0 if req.timeout_ms else self.request_timeout_s
+        pending = Pending(client, req, now + timeout, now)
+        route.last_activity = now
+        if route.ready and not route.suspects:
+            if len(route.inflight) >= self.queue_limit:
+                self._overloaded(pending, "in flight")
+                return
+            self._send(route, pending)
+        else:
+            if len(route.queue) >= self.queue_limit:
+                self._overloaded(pending, "queued while the space starts")
+                return
+            route.queue.append(pending)
+        self._push_deadline(pending)
+
+    def _overloaded(self, pending: Pending, where: str) -> None:
+        err = Overloaded(f"space {pending.req.space}: more than {self.queue_limit} requests {where}",
+                         {"retry_after_s": 1, "space": pending.req.space})
+        self._answer_error(pending, err)
+
+    def _send(self, route: Route, pending: Pending) -> bool:
+        self._tickets += 1
+        ticket = wire.make_ticket(self._tickets)
+        try:
+            self.backend.send_multipart([route.space.encode(), *wire.to_worker(ticket, pending.req)])
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            # The worker's connection is gone (it is exiting); keep the request for its successor.
+            route.ready = False
+            route.queue.appendleft(pending)
+            return False
+        pending.ticket = ticket
+        route.inflight[ticket] = pending
+        route.forwarded += 1
+        return True
+
+    def reply(self, client: bytes, frames: list[bytes]) -> None:
+        try:
+            self.frontend.send_multipart([client, *frames])
+        except zmq.ZMQError as e:   # client gone: nothing to tell it
+            log.debug("reply to vanished client dropped: %s", e)
+
+    def _answer_error(self, pending: Pending, err: MemspaceError) -> None:
+        pending.done = True
+        self.reply(pending.client, wire.encode_error(pending.req.request_id, err.code, err.message, err.details))
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def handle_backend(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            try:
+                msg = self.backend.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            space = msg[0].decode("ascii", "replace")
+            frames = msg[1:]
+            try:
+                kind = wire.message_type(frames)
+                if kind is wire.MsgType.REPLY:
+                    self._on_reply(space, wire.split_worker_reply(frames, max_bytes=self.max_bytes * 4))
+                else:
+                    self.supervisor.on_signal(space, wire.decode_signal(frames))
+            except wire.WireError as e:
+                log.warning("malformed message from worker %s: %s", space, e.message)
+                continue
+            self.supervisor.on_worker_seen(space)
+
+    def _on_reply(self, space: str, reply: wire.WorkerReply) -> None:
+        route = self.routes.get(space)
+        if route is None:
+            return
+        pending = route.inflight.pop(reply.ticket, None)
+        if pending is None:
+            return   # answered already (deadline) or from a previous generation
+        route.last_activity = self.clock()
+        if not pending.done:
+            pending.done = True
+            self.reply(pending.client, wire.to_client(reply))
+        if route.probing == reply.ticket:
+            route.probing = None
+            self._flush(route)
+
+    def worker_ready(self, space: str) -> None:
+        """The space's worker reported READY: send what waited (suspects first, one at a time)."""
+        route = self.route(space)
+        route.ready = True
+        self._flush(route)
+
+    def _flush(self, route: Route) -> None:
+        while route.ready and route.probing is None and route.suspects:
+            pending = route.suspects.popleft()
+            if pending.done:
+                continue
+            if self._send(route, pending):
+                route.probing = pending.ticket
+            return
+        while route.ready and route.probing is None and route.queue:
+            pending = route.queue.popleft()
+            if not pending.done and not self._send(route, pending):
+                return
+
+    def worker_lost(self, space: str, crashed: bool) -> None:
+        """The worker exited. After a crash, what it had in flight becomes suspect; a request that
+        was in flight at two consecutive crashes is answered POISON_REQUEST."""
+        route = self.routes.get(space)
+        if route is None:
+            return
+        route.ready = False
+        route.probing = None
+        lost = sorted(route.inflight.values(), key=lambda p: p.ticket)
+        route.inflight.clear()
+        if not crashed:
+            route.queue.extendleft(reversed([p for p in lost if not p.done]))
+            return
+        still = [p for p in route.suspects if not p.done]
+        route.suspects.clear()
+        for pending in lost:
+            if pending.done:
+                continue
+            pending.attempts += 1
+            if pending.attempts >= 2:
+                log.error("space %s: request %s (%s) was in flight at two consecutive crashes: poison",
+                          space, pending.req.request_id, pending.req.op)
+                self._answer_error(pending, _poison(pending))
+            else:
+                route.suspects.append(pending)
+        route.suspects.extend(still)
+
+    def hold(self, space: str) -> None:
+        """Stop forwarding to the space (it drains); new requests queue until it is ready again."""
+        route = self.routes.get(space)
+        if route is not None:
+            route.ready = False
+
+    def fail(self, space: str, err: MemspaceError, *, forget: bool = False) -> None:
+        """Answer everything waiting for ``space`` with ``err`` (the space FAILED or is deleted)."""
+        route = self.routes.get(space)
+        if route is None:
+            return
+        route.ready = False
+        for pending in [*route.suspects, *route.queue, *route.inflight.values()]:
+            if not pending.done:
+                self._answer_error(pending, err)
+        route.suspects.clear()
+        route.queue.clear()
+        route.inflight.clear()
+        route.probing = None
+        if forget:
+            del self.routes[space]
+
+    def send_control(self, space: str, command: str) -> bool:
+        try:
+            self.backend.send_multipart([space.encode(), *wire.encode_control(command)])
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def heartbeat(self, spaces: list[str]) -> None:
+        frames = wire.encode_heartbeat()
+        for space in spaces:
+            try:
+                self.backend.send_multipart([space.encode(), *frames])
+            except zmq.ZMQError:
+                pass
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _push_deadline(self, pending: Pending) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (min(pending.deadline, pending.queued_at + self.start_timeout_s),
+                                         self._seq, pending))
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines and self._deadlines[0][2].done:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def expire(self) -> None:
+        """Answer requests whose time is up: past their own deadline (DEADLINE_EXCEEDED, a late
+        reply is dropped), or never sent because their space did not become ready within
+        start_timeout_s (SPACE_UNAVAILABLE). Answered requests left in a queue are skipped later."""
+        now = self.clock()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, pending = heapq.heappop(self._deadlines)
+            if pending.done:
+                continue
+            route = self.routes.get(pending.req.space)
+            if now >= pending.deadline:
+                if route is not None and route.inflight.pop(pending.ticket, None) is not None \
+                        and route.probing == pending.ticket:
+                    route.probing = None
+                    self._flush(route)
+                self._answer_error(pending, _deadline(pending))
+            elif not pending.ticket and route is not None and not route.ready:
+                self._answer_error(pending, SpaceUnavailable(
+                    f"space {pending.req.space} did not become ready within {self.start_timeout_s:g} s",
+                    {"retry_after_s": 1, "space": pending.req.space}))
+            else:
+                # sent, or suspect of a crash: only its own deadline applies from here
+                self._seq += 1
+                heapq.heappush(self._deadlines, (pending.deadline, self._seq, pending))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def route(self, space: str) -> Route:
+        route = self.routes.get(space)
+        if route is None:
+            route = self.routes[space] = Route(space, last_activity=self.clock())
+        return route
+
+    def depth(self, space: str) -> dict[str, int]:
+        route = self.routes.get(space)
+        if route is None:
+            return {"queued": 0, "inflight": 0, "suspects": 0}
+        return {"queued": len(route.queue), "inflight": len(route.inflight), "suspects": len(route.suspects)}
+
+    def busy(self, space: str) -> bool:
+        route = self.routes.get(space)
+        return route is not None and bool(route.queue or route.inflight or route.suspects)
+
+    def close(self) -> None:
+        self.frontend.close(0)
+        self.backend.close(0)
+
+
+def _any_port(endpoint: str) -> str:
+    """zmq spells "any port" as ``*``; accept the conventional ``:0`` too."""
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        return endpoint[:-2] + ":*"
+    return endpoint
+
+
+def _poison(pending: Pending) -> MemspaceError:
+    from memspace.errors import PoisonRequest
+
+    return PoisonRequest(
+        f"request {pending.req.request_id} ({pending.req.op}) was in flight when the worker of space "
+        f"{pending.req.space} crashed twice in a row; it is not retried",
+        {"space": pending.req.space, "op": pending.req.op, "request_id": pending.req.request_id},
+    )
+
+
+def _deadline(pending: Pending) -> MemspaceError:
+    from memspace.errors import DeadlineExceeded
+
+    return DeadlineExceeded(
+        f"{pending.req.op} on space {pending.req.space} got no answer within its deadline",
+        {"space": pending.req.space, "op": pending.req.op},
+    )
+
+
+def valid_space(space: str) -> bool:
+    return is_valid_space_id(space)

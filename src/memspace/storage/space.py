@@ -1,0 +1,539 @@
+"""The durable memory space: the engine wrapped with its WAL, snapshots, tier files and clock.
+
+A :class:`Space` owns one directory (layout in docs/design.md) and is the
+object both the embedded API (``memspace.open_space``) and a worker process
+serve. Guarantees:
+
+* A write returns only after its WAL record is fsynced (``wal.fsync =
+  "always"``); with ``interval`` or ``never`` it returns once the record is
+  handed to the OS, so it survives a crash of the process but maybe not of the
+  machine.
+* Inside :meth:`Space.group_commit` writes are applied immediately (later
+  operations see them) but made durable together at the end with one fsync;
+  the caller must not acknowledge them before the block exits.
+* If a WAL write or fsync fails the space closes itself and raises: its
+  in-memory state may be ahead of the disk, and only recovery from the files
+  is trusted (reopen it).
+* A re-sent ``request_id`` returns the first result without applying the write
+  again, also after a crash (request ids are in the WAL and in snapshots).
+* One process at a time: the directory is locked (``LOCK``, fcntl); a second
+  opener gets ``SpaceUnavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import orjson
+
+from memspace import config as config_mod
+from memspace.clock import SYSTEM_CLOCK, Clock
+from memspace.engine import records
+from memspace.engine.embedder import get_embedder
+from memspace.engine.model import Hit, Limits, Link, Memory, Page, RememberResult, SpaceSettings
+from memspace.engine.store import Engine
+from memspace.errors import InvalidArgument, SpaceUnavailable, StorageError
+from memspace.ids import new_memory_id
+from memspace.storage import fsutil
+from memspace.storage.snapshot import load_latest, list_snapshots, write_snapshot
+from memspace.storage.tiers import ColdTier, WarmTier
+from memspace.storage.wal import Wal
+
+log = logging.getLogger("memspace.storage.space")
+
+FORMAT_VERSION = 1
+#: Results of this many most recent request ids are kept for idempotent retries.
+REQUEST_CACHE_SIZE = 100_000
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    path: str
+    dimension: int
+    memories: int
+    memories_by_tier: dict[str, int]
+    wal_bytes: int
+    wal_last_seq: int
+    wal_durable_seq: int
+    wal_bytes_since_checkpoint: int
+    checkpoint_lsn: int
+    checkpoint_at: float | None
+    snapshot_bytes: int
+    recovered_records: int
+    recovery_s: float
+    fsync: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    lsn: int
+    path: str
+    bytes: int
+    demoted_to_warm: int
+    demoted_to_cold: int
+    wal_segments_dropped: int
+    seconds: float
+
+
+def _space_settings(cfg: config_mod.Config, dimension: int | None, given: Mapping[str, Any] | None) -> SpaceSettings:
+    base = {
+        "dimension": cfg["spaces.dimension"],
+        "embedder": cfg["spaces.embedder"],
+        "dedup_threshold": cfg["spaces.dedup_threshold"],
+        "link_threshold": cfg["spaces.link_threshold"],
+        "max_auto_links": cfg["spaces.max_auto_links"],
+        "decay": cfg["spaces.decay"],
+        "half_life_s": cfg["spaces.half_life_s"],
+        "decay_floor": cfg["spaces.decay_floor"],
+    }
+    base.update(given or {})
+    if dimension is not None:
+        base["dimension"] = dimension
+    return SpaceSettings.from_dict(base)
+
+
+def limits_from_config(cfg: config_mod.Config) -> Limits:
+    return Limits(
+        max_content_bytes=cfg["limits.max_content_bytes"],
+        max_k=cfg["limits.max_k"],
+        max_batch=cfg["limits.max_batch"],
+        max_memories=cfg["limits.max_memories_per_space"],
+    )
+
+
+class Space:
+    """One durable memory space. Use :func:`open_space`; also a context manager."""
+
+    def __init__(self, path: Path, *, settings: SpaceSettings, cfg: config_mod.Config, clock: Clock,
+                 id_factory: Callable[[], str], lock_fd: int, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.settings = settings
+        self.meta = meta
+        self._cfg = cfg
+        self._clock = clock
+        self._new_id = id_factory
+        self._lock_fd = lock_fd
+        self._group_depth = 0
+        self._closed = False
+        self._requests: OrderedDict[str, Any] = OrderedDict()
+        self._checkpoint_lsn = 0
+        self._checkpoint_at: float | None = None
+        self._checkpoint_bytes = cfg["checkpoint_every_mb"] * 1024 * 1024
+        self._recovered = 0
+        self._recovery_s = 0.0
+        self._recover()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        start = self._clock.monotonic()
+        cfg = self._cfg
+        snap = load_latest(self.path / "snapshots")
+        state: dict[str, Any] = snap.meta if snap is not None else {}
+        self._prev_tiers: dict[str, Any] = {"warm": state.get("warm"), "cold": state.get("cold")}
+        self._warm = WarmTier.open(self.path / "warm", state.get("warm"))
+        self._cold = ColdTier.open(self.path / "cold", state.get("cold"))
+        embedder = get_embedder(self.settings.embedder, self.settings.dimension)
+        common = dict(limits=limits_from_config(cfg), embedder=embedder, warm=self._warm, cold=self._cold)
+        if snap is not None:
+            self._engine = Engine.restore(snap.arrays, state["engine"], self.settings, **common)
+            self._checkpoint_lsn = snap.lsn
+            self._checkpoint_at = state.get("at")
+            for request_id, encoded in state.get("requests", []):
+                self._requests[request_id] = _decode_result(encoded)
+        else:
+            self._engine = Engine(self.settings, ann_threshold=cfg["tiers.ann_threshold"], **common)
+        self._wal = Wal.open(
+            self.path / "wal",
+            fsync=cfg["wal.fsync"],
+            fsync_interval_s=cfg["wal.fsync_interval_ms"] / 1000.0,
+            segment_bytes=int(cfg["wal.segment_mb"] * 1024 * 1024),
+            start_seq=self._checkpoint_lsn,
+        )
+        count = 0
+        for rec in self._wal.records(after_seq=self._checkpoint_lsn):
+            decoded = records.decode(rec.type, rec.payload)
+            result = self._engine.apply(decoded)
+            request_id = getattr(decoded, "request_id", None)
+            if request_id is not None:
+                self._cache_result(request_id, result)
+            count += 1
+        self._recovered = count
+        self._recovery_s = self._clock.monotonic() - start
+        if count or snap is not None:
+            log.info("space %s recovered: snapshot lsn %d + %d WAL records in %.3f s",
+                     self.path, self._checkpoint_lsn, count, self._recovery_s)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def remember(self, content: str | None = None, embedding: Any = None, *, id: str | None = None,
+                 confidence: float | None = None, tags: Sequence[str] | None = None,
+                 metadata: Mapping[str, Any] | None = None, links: Sequence[Mapping[str, Any]] | None = None,
+                 request_id: str | None = None) -> RememberResult:
+        """Store a memory (or reinforce a near-duplicate: ``outcome == "merged"``)."""
+        item: dict[str, Any] = {}
+        for key, value in (("content", content), ("embedding", embedding), ("id", id),
+                           ("confidence", confidence), ("tags", tags), ("metadata", metadata), ("links", links)):
+            if value is not None:
+                item[key] = value
+        results = self._write(
+            lambda: self._engine.plan_remember([item], self._clock.time(), self._new_id, request_id),
+            request_id,
+        )
+        return results[0]
+
+    def remember_batch(self, items: Sequence[Mapping[str, Any]], *, request_id: str | None = None
+                       ) -> list[RememberResult]:
+        """Store many memories as one record: all or none, one fsync."""
+        if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+            raise InvalidArgument("items must be a list of memory objects", {"field": "items"})
+        return list(self._write(
+            lambda: self._engine.plan_remember(list(items), self._clock.time(), self._new_id, request_id),
+            request_id,
+        ))
+
+    def forget(self, id: str | None = None, *, ids: Sequence[str] | None = None,
+               tags: Sequence[str] | None = None, before: float | None = None,
+               request_id: str | None = None) -> int:
+        """Delete memories by id, ids, or filter (tags and/or created before); returns how many."""
+        if id is not None:
+            if ids is not None:
+                raise InvalidArgument("give either id or ids, not both", {"field": "ids"})
+            ids = [id]
+        if ids is None and tags is None and before is None:
+            raise InvalidArgument("forget needs an id, ids, tags or before", {"field": "id"})
+        return int(self._write(
+            lambda: self._engine.plan_forget(ids, tags=tags, before=before, request_id=request_id),
+            request_id,
+        ))
+
+    def link(self, source: str, target: str, weight: float = 1.0, kind: str = "related", *,
+             request_id: str | None = None) -> Link:
+        """Add (or re-weight) the directed link ``source -> target``."""
+        return self._write(  # type: ignore[no-any-return]
+            lambda: self._engine.plan_link(source, target, weight, kind, now=self._clock.time(),
+                                           request_id=request_id),
+            request_id,
+        )
+
+    def _write(self, plan: Callable[[], Any], request_id: str | None) -> Any:
+        self._check_open()
+        if request_id is not None:
+            if not isinstance(request_id, str) or not 1 <= len(request_id) <= 200:
+                raise InvalidArgument("request_id must be a string of 1-200 characters",
+                                      {"field": "request_id"})
+            if request_id in self._requests:
+                self._requests.move_to_end(request_id)
+                return self._requests[request_id]
+        rec = plan()
+        self._append(rec)
+        result = self._engine.apply(rec)
+        if request_id is not None:
+            self._cache_result(request_id, result)
+        if self._group_depth == 0:
+            self._commit()
+        return result
+
+    def _append(self, rec: Any) -> None:
+        try:
+            self._wal.append(*records.encode(rec))
+        except OSError as e:
+            self._fail(e)
+
+    def _commit(self) -> None:
+        try:
+            self._wal.commit()
+        except OSError as e:
+            self._fail(e)
+        if self._wal.bytes_since(self._checkpoint_lsn) >= self._checkpoint_bytes:
+            self.checkpoint()
+
+    def _fail(self, error: OSError) -> None:
+        log.error("space %s: WAL write failed (%s); closing, recovery will use the files", self.path, error)
+        self._release()
+        raise StorageError(f"space {self.path}: WAL write failed: {error}", {"errno": error.errno}) from error
+
+    @contextlib.contextmanager
+    def group_commit(self) -> Iterator[None]:
+        """Apply writes now, make them durable together at the end (one fsync).
+
+        Results obtained inside the block must not be acknowledged to anyone until
+        the block has exited without an exception.
+        """
+        self._check_open()
+        self._group_depth += 1
+        try:
+            yield
+        finally:
+            self._group_depth -= 1
+        if self._group_depth == 0 and not self._closed:
+            self._commit()
+
+    def _cache_result(self, request_id: str, result: Any) -> None:
+        self._requests[request_id] = result
+        self._requests.move_to_end(request_id)
+        while len(self._requests) > REQUEST_CACHE_SIZE:
+            self._requests.popitem(last=False)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, id: str) -> Memory:
+        self._check_open()
+        return self._engine.get(id)
+
+    def recall(self, query: str | None = None, embedding: Any = None, *, k: int = 10, threshold: float = 0.0,
+               mode: str = "spreading", max_depth: int = 3, tags: Sequence[str] | None = None,
+               since: float | None = None, until: float | None = None,
+               tiers: Sequence[str] | None = None) -> list[Hit]:
+        """Ranked memories for a text and/or embedding cue; returned memories are reinforced."""
+        self._check_open()
+        now = self._clock.time()
+        hits = self._engine.recall(query=query, embedding=embedding, k=k, threshold=threshold, mode=mode,
+                                   max_depth=max_depth, tags=tags, since=since, until=until, tiers=tiers,
+                                   now=now)
+        if hits:
+            # Reinforcement is logged but never forces an fsync: losing the last few touches in a
+            # crash only makes those memories decay as if they had not been recalled.
+            touch = self._engine.plan_touch([h.id for h in hits], now)
+            self._append(touch)
+            self._engine.apply(touch)
+        return hits
+
+    def count(self, tier: str | None = None) -> int:
+        self._check_open()
+        return self._engine.count(tier)
+
+    def list(self, limit: int = 100, cursor: str | None = None, tier: str | None = None) -> Page:
+        self._check_open()
+        return self._engine.page(limit=limit, cursor=cursor, tier=tier)
+
+    def stats(self) -> SpaceStats:
+        self._check_open()
+        by_tier = {t: self._engine.count(t) for t in ("hot", "warm", "cold")}
+        snaps = list_snapshots(self.path / "snapshots")
+        return SpaceStats(
+            path=str(self.path),
+            dimension=self.settings.dimension,
+            memories=sum(by_tier.values()),
+            memories_by_tier=by_tier,
+            wal_bytes=self._wal.total_bytes,
+            wal_last_seq=self._wal.last_seq,
+            wal_durable_seq=self._wal.durable_seq,
+            wal_bytes_since_checkpoint=self._wal.bytes_since(self._checkpoint_lsn),
+            checkpoint_lsn=self._checkpoint_lsn,
+            checkpoint_at=self._checkpoint_at,
+            snapshot_bytes=sum(p.stat().st_size for _, p in snaps),
+            recovered_records=self._recovered,
+            recovery_s=self._recovery_s,
+            fsync=self._cfg["wal.fsync"],
+        )
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make everything written so far durable, whatever the fsync policy."""
+        self._check_open()
+        try:
+            self._wal.sync()
+        except OSError as e:
+            self._fail(e)
+
+    def sync_due(self) -> float | None:
+        """Seconds until the ``interval`` fsync policy wants :meth:`sync` (None: nothing pending)."""
+        return self._wal.sync_due()
+
+    def checkpoint(self) -> CheckpointInfo:
+        """Demote over-capacity memories, write a snapshot, drop the WAL it makes redundant.
+
+        A crash at any point leaves either the previous snapshot + WAL or the new one
+        valid: tier segments are durable before the snapshot that names them, and WAL
+        segments are dropped only after it (up to the older of the two kept snapshots,
+        so falling back to it still finds its WAL).
+        """
+        self._check_open()
+        start = self._clock.monotonic()
+        self.sync()
+        demotion = self._engine.plan_demotion(self._cfg["tiers.hot_capacity"], self._cfg["tiers.warm_capacity"])
+        self._engine.demote(demotion)
+        arrays, engine_meta = self._engine.snapshot_state()
+        lsn = self._wal.last_seq
+        now = self._clock.time()
+        meta = {
+            "format": FORMAT_VERSION,
+            "at": now,
+            "engine": engine_meta,
+            "warm": self._warm.state(),
+            "cold": self._cold.state(),
+            "requests": [[rid, _encode_result(res)] for rid, res in self._requests.items()],
+        }
+        path = write_snapshot(self.path / "snapshots", lsn, arrays, meta)
+        # Tier files replaced by compaction can go once no kept snapshot names them; the
+        # previous snapshot is kept as a fallback, so its tier files stay too.
+        self._warm.collect(keep=[m for m in (self._prev_tiers.get("warm"),) if m])
+        self._cold.collect(keep=[m for m in (self._prev_tiers.get("cold"),) if m])
+        self._prev_tiers = {"warm": meta["warm"], "cold": meta["cold"]}
+        kept = list_snapshots(self.path / "snapshots")
+        oldest_kept = min(s for s, _ in kept)
+        dropped = self._wal.drop_through(oldest_kept)
+        self._checkpoint_lsn, self._checkpoint_at = lsn, now
+        info = CheckpointInfo(lsn, str(path), path.stat().st_size, len(demotion.to_warm),
+                              len(demotion.to_cold), len(dropped), self._clock.monotonic() - start)
+        log.info("space %s checkpoint at lsn %d: %d bytes, %d WAL segments dropped, %.3f s",
+                 self.path, lsn, info.bytes, info.wal_segments_dropped, info.seconds)
+        return info
+
+    def close(self) -> None:
+        """Make everything durable and release the directory. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._wal.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for closer in (getattr(self._wal, "close", None), self._warm.close, self._cold.close):
+            with contextlib.suppress(Exception):
+                if closer is not None:
+                    closer()
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpaceUnavailable(f"space {self.path} is closed", {"path": str(self.path)})
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, for read-only inspection in tests and tools."""
+        return self._engine
+
+    def __enter__(self) -> "Space":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Space {self.path} dimension={self.settings.dimension}{' closed' if self._closed else ''}>"
+
+
+# -- results in snapshots (idempotent retries across restarts) ---------------------------------
+
+def _encode_result(result: Any) -> Any:
+    if isinstance(result, list):
+        return {"t": "remember", "v": [r.to_dict() for r in result]}
+    if isinstance(result, Link):
+        return {"t": "link", "v": result.to_dict()}
+    return {"t": "value", "v": result}
+
+
+def _decode_result(encoded: Mapping[str, Any]) -> Any:
+    kind, value = encoded["t"], encoded["v"]
+    if kind == "remember":
+        return [RememberResult.from_dict(d) for d in value]
+    if kind == "link":
+        return Link.from_dict(value)
+    return value
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+def _lock(path: Path) -> int:
+    fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise SpaceUnavailable(
+            f"space directory {path} is open in another process (pid {holder})",
+            {"path": str(path), "pid": holder},
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def open_space(
+    path: str | os.PathLike[str],
+    dimension: int | None = None,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    config: config_mod.Config | None = None,
+    fsync: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    id_factory: Callable[[], str] = new_memory_id,
+    space_id: str | None = None,
+    create: bool = True,
+) -> Space:
+    """Open the space in ``path``, creating it if needed (``create=False`` refuses to).
+
+    An existing space keeps the dimension and settings it was created with; asking
+    for different ones is an error rather than a silent override. ``config`` supplies
+    WAL, tier, limit and new-space defaults (``memspace.config.load()`` when omitted);
+    ``fsync`` overrides ``wal.fsync``.
+    """
+    cfg = config if config is not None else config_mod.load()
+    if fsync is not None:
+        cfg = cfg.replace({"wal.fsync": fsync})
+    root = Path(path)
+    meta_path = root / "space.json"
+    if not meta_path.exists():
+        if not create:
+            raise StorageError(f"no memory space at {root} (space.json missing)", {"path": str(root)})
+        root.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock(root)
+    try:
+        if meta_path.exists():
+            meta = orjson.loads(meta_path.read_bytes())
+            if meta.get("format") != FORMAT_VERSION:
+                raise StorageError(f"{meta_path}: unsupported format {meta.get('format')!r}",
+                                   {"path": str(meta_path)})
+            space_settings = SpaceSettings.from_dict(meta["settings"])
+            if dimension is not None and dimension != space_settings.dimension:
+                raise InvalidArgument(
+                    f"space at {root} has dimension {space_settings.dimension}, not {dimension}",
+                    {"field": "dimension"},
+                )
+            if settings:
+                asked = _space_settings(cfg, space_settings.dimension, {**space_settings.to_dict(), **settings})
+                if asked != space_settings:
+                    raise InvalidArgument(f"space at {root} was created with other settings",
+                                          {"existing": space_settings.to_dict(), "asked": asked.to_dict()})
+        else:
+            space_settings = _space_settings(cfg, dimension, settings)
+            meta = {
+                "format": FORMAT_VERSION,
+                "id": space_id,
+                "dimension": space_settings.dimension,
+                "settings": space_settings.to_dict(),
+                "created_at": clock.time(),
+            }
+            for sub in ("wal", "snapshots", "warm", "cold"):
+                (root / sub).mkdir(exist_ok=True)
+            fsutil.atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+        return Space(root, settings=space_settings, cfg=cfg, clock=clock, id_factory=id_factory,
+                     lock_fd=lock_fd, meta=meta)
+    except BaseException:
+        os.close(lock_fd)
+        raise

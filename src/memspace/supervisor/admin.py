@@ -1,0 +1,257 @@
+"""Admin operations, answered by the supervisor inside the router process.
+
+Each handler gets the request and a ``reply(result)`` / ``fail(error)`` pair;
+operations that wait for a worker (drain, hibernate, restart, delete) keep the
+pair and answer when the worker has done its part.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from memspace import wire
+from memspace.engine.model import SpaceSettings
+from memspace.errors import InvalidArgument, MemspaceError, QuotaExceeded, SpaceNotFound, SpaceUnavailable
+from memspace.ids import validate_space_id
+from memspace.supervisor.core import LIVE, Slot, Supervisor
+from memspace.supervisor.lifecycle import State
+
+log = logging.getLogger("memspace.supervisor.admin")
+
+Reply = Callable[[Any], None]
+Fail = Callable[[MemspaceError], None]
+
+
+class Admin:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.started = time.time()
+
+    def handle(self, client: bytes, req: wire.ClientRequest) -> None:
+        router = self.sup.router
+
+        def reply(result: Any) -> None:
+            router.reply(client, wire.encode_reply(req.request_id, result))
+
+        def fail(err: MemspaceError) -> None:
+            router.reply(client, wire.encode_error(req.request_id, err.code, err.message, err.details))
+
+        args = wire.decode_body(req.body)
+        handler = getattr(self, "op_" + req.op)
+        try:
+            handler(req.space, args, reply, fail)
+        except MemspaceError as e:
+            fail(e)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _slot(self, space: str) -> Slot:
+        validate_space_id(space, "field")
+        slot = self.sup.slots.get(space)
+        if slot is None:
+            record = self.sup.registry.get(space)
+            if record is None:
+                raise SpaceNotFound(f"memory space {space!r} does not exist", {"space": space})
+            slot = self.sup.slot(record)
+        return slot
+
+    def status_of(self, slot: Slot) -> dict[str, Any]:
+        now = self.sup.clock.monotonic()
+        info = slot.info
+        pid = slot.handle.pid if slot.handle is not None else None
+        return {
+            "id": slot.space,
+            "state": slot.state.name,
+            "pid": pid,
+            "generation": slot.generation,
+            "dimension": slot.record.dimension,
+            "settings": slot.record.settings,
+            "created_at": slot.record.created_at,
+            "uptime_s": (now - slot.ready_at) if (slot.ready_at is not None and pid) else None,
+            "restarts": slot.restarts,
+            "restart_reasons": dict(slot.restart_reasons),
+            "last_error": slot.last_error,
+            "memories": info.get("memories"),
+            "memories_by_tier": info.get("memories_by_tier"),
+            "wal_bytes": info.get("wal_bytes"),
+            "wal_lag_bytes": info.get("wal_lag_bytes"),
+            "checkpoint_at": info.get("checkpoint_at"),
+            "rss_bytes": info.get("rss_bytes"),
+            "ops": info.get("ops", {}),
+            **self.sup.router.depth(slot.space),
+        }
+
+    def _wait_exit(self, slot: Slot, done: Callable[[Slot], None]) -> None:
+        if slot.handle is None:
+            done(slot)
+        else:
+            slot.on_exit.append(done)
+
+    # -- operations --------------------------------------------------------------------------
+
+    def op_create_space(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        space = validate_space_id(args.get("id", space), "body" if "id" in args else "field")
+        unknown = sorted(set(args) - {"id", "dimension", "settings"})
+        if unknown:
+            raise InvalidArgument(f"create_space: unknown argument(s) {', '.join(unknown)}", {"unknown": unknown})
+        dimension = args.get("dimension") or self.sup.cfg["spaces.dimension"]
+        settings = args.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise InvalidArgument("settings must be an object", {"field": "settings"})
+        if "dimension" in settings:
+            raise InvalidArgument("give dimension as its own field, not inside settings", {"field": "settings"})
+        SpaceSettings.from_dict({**settings, "dimension": dimension})   # validate now, not at first use
+        existing = self.sup.registry.get(space)
+        if existing is None and len(self.sup.slots) >= self.sup.cfg["limits.max_spaces"]:
+            raise QuotaExceeded(f"this deployment already has {len(self.sup.slots)} spaces "
+                                f"(limits.max_spaces = {self.sup.cfg['limits.max_spaces']})")
+        record, created = self.sup.registry.create(space, dimension=dimension, settings=settings)
+        slot = self.sup.slot(record)
+        reply({"space": self.status_of(slot), "created": created})
+
+    def op_list_spaces(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        for record in self.sup.registry.list():
+            self.sup.slot(record)
+        reply([self.status_of(s) for s in sorted(self.sup.slots.values(), key=lambda s: s.space)])
+
+    def op_get_space(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        reply(self.status_of(self._slot(space)))
+
+    def op_status(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        if space:
+            reply(self.status_of(self._slot(space)))
+            return
+        for record in self.sup.registry.list():
+            self.sup.slot(record)
+        spaces = [self.status_of(s) for s in sorted(self.sup.slots.values(), key=lambda s: s.space)]
+        by_state: dict[str, int] = {}
+        for s in spaces:
+            by_state[s["state"]] = by_state.get(s["state"], 0) + 1
+        reply({
+            "pid": os.getpid(),
+            "uptime_s": time.time() - self.started,
+            "data_root": str(self.sup.data_root),
+            "active_workers": self.sup.active(),
+            "max_active_workers": self.sup.cfg["max_active_workers"],
+            "spaces_by_state": by_state,
+            "counters": dict(self.sup.counters),
+            "spaces": spaces,
+        })
+
+    def op_drain(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        self._stop(space, State.STOPPED, "drain requested", reply)
+
+    def op_hibernate(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        self._stop(space, State.HIBERNATED, "hibernate requested", reply)
+
+    def _stop(self, space: str, target: State, reason: str, reply: Reply) -> None:
+        slot = self._slot(space)
+        if slot.handle is None:
+            reply(self.status_of(slot))
+            return
+        self._wait_exit(slot, lambda s: reply(self.status_of(s)))
+        self.sup.drain(slot, target, reason)
+
+    def op_restart(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        """Drain the worker (if any), start a new one, answer when it is READY (or FAILED)."""
+        slot = self._slot(space)
+        if slot.state is State.DELETING:
+            raise SpaceUnavailable(f"memory space {space!r} is being deleted", {"space": space})
+
+        def answer(s: Slot) -> None:
+            reply(self.status_of(s))
+
+        def start(s: Slot) -> None:
+            s.crashes.clear()
+            s.backoff_s = 0.0
+            s.on_ready.append(answer)
+            self.sup.start(s, "restart requested")
+
+        if slot.handle is None:
+            start(slot)
+        else:
+            self._wait_exit(slot, start)
+            self.sup.drain(slot, State.STOPPED, "restart requested")
+
+    def op_repair(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        """Recover a space's WAL up to its first corruption (a copy of every changed file is kept),
+        then start it again if it was FAILED."""
+        from memspace.storage.repair import repair_space
+
+        slot = self._slot(space)
+        if slot.handle is not None:
+            raise SpaceUnavailable(
+                f"memory space {space!r} is running ({slot.state.name}); drain it first "
+                f"(`memspace space drain {space}`)", {"space": space, "state": slot.state.name})
+        directory = self.sup.space_dir(space)
+        report = repair_space(directory) if directory.exists() else {"changed": False, "message": "no files yet"}
+        slot.crashes.clear()
+        slot.backoff_s = 0.0
+        slot.last_error = None
+        if slot.state is State.FAILED:
+            slot.on_ready.append(lambda s: reply({"repair": report, "space": self.status_of(s)}))
+            self.sup.start(slot, "repaired")
+        else:
+            reply({"repair": report, "space": self.status_of(slot)})
+
+    def op_delete_space(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        """Tombstone -> drain -> remove the directory -> receipt (what was removed)."""
+        slot = self._slot(space)
+        if slot.state is State.DELETING:
+            raise SpaceUnavailable(f"memory space {space!r} is already being deleted", {"space": space})
+        running = slot.handle is not None
+        slot.record = self.sup.registry.tombstone(space)
+        self.sup._set(slot, State.DELETING, "delete requested")  # any -> DELETING
+        self.sup.waiting = type(self.sup.waiting)(s for s in self.sup.waiting if s != space)
+
+        def finish(s: Slot) -> None:
+            try:
+                # a worker that ran reported its final count in BYE; otherwise the last clean exit did
+                reply(self.finish_delete(s.space, s.info.get("memories") if running else None))
+            except MemspaceError as e:
+                fail(e)
+
+        if slot.handle is None:
+            self.sup.router.fail(space, SpaceUnavailable(f"memory space {space!r} is being deleted"))
+            finish(slot)
+        else:
+            self._wait_exit(slot, finish)
+            self.sup.router.hold(space)
+            self.sup.router.send_control(space, "stop")
+            slot.drain_deadline = self.sup.clock.monotonic() + self.sup.cfg["drain_timeout_s"]
+            self.sup._timer(slot.drain_deadline, "delete_timeout", space)
+
+    def finish_delete(self, space: str, memories: int | None) -> dict[str, Any]:
+        directory = self.sup.space_dir(space)
+        files, size = 0, 0
+        if memories is None:
+            memories = _last_known_memories(directory)
+        if directory.exists():
+            for root, _, names in os.walk(directory):
+                for name in names:
+                    files += 1
+                    try:
+                        size += os.lstat(os.path.join(root, name)).st_size
+                    except OSError:
+                        pass
+            shutil.rmtree(directory)
+        self.sup.registry.remove(space)
+        self.sup.slots.pop(space, None)
+        self.sup.router.fail(space, SpaceNotFound(f"memory space {space!r} was deleted"), forget=True)
+        log.info("space %s deleted: %s memories, %d files, %d bytes", space, memories, files, size)
+        return {"space": space, "deleted": True, "memories": memories, "files": files, "bytes": size}
+
+
+def _last_known_memories(directory: Path) -> int | None:
+    """Memories recorded at the worker's last clean exit (``last_stats.json``), if any."""
+    try:
+        return int(orjson.loads((directory / "last_stats.json").read_bytes())["memories"])
+    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return None

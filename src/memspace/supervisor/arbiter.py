@@ -1,0 +1,271 @@
+"""The arbiter: the main loop of ``memspace serve``'s core process (router + supervisor).
+
+Its loop reads as verbs (gunicorn's arbiter)::
+
+    wait()              zmq poll on: client socket, worker socket, worker sentinels, signal pipe
+    dispatch_signals()  SIGTERM/SIGINT -> graceful shutdown; SIGCHLD needs nothing (sentinels)
+    route()             client requests -> workers, worker replies -> clients
+    reap()              exited workers -> restart, hibernate, fail, finish a delete
+    tick()              timers: restarts, drain timeouts, deadlines, heartbeats, idle hibernation
+
+Signal handlers only record the signal (``signal.set_wakeup_fd`` wakes the poll);
+the loop acts. Startup order matters: the fork server starts *before* any zmq
+context exists, so workers never inherit sockets or threads from this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zmq
+
+from memspace import config as config_mod
+from memspace.clock import SYSTEM_CLOCK, Clock
+from memspace.ids import DEFAULT_SPACE, is_valid_space_id
+from memspace.router.broker import Router
+from memspace.storage import fsutil
+from memspace.supervisor.admin import Admin
+from memspace.supervisor.core import Supervisor
+from memspace.supervisor.lifecycle import Events, State, Transition
+from memspace.supervisor.registry import Registry
+from memspace.supervisor.spawner import ForkServerSpawner, Spawner
+
+log = logging.getLogger("memspace.arbiter")
+
+#: ipc:// paths are limited to ~107 bytes by the kernel's sockaddr_un.
+_MAX_IPC_PATH = 100
+
+
+class Arbiter:
+    def __init__(self, cfg: config_mod.Config, *, spawner: Spawner | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.data_root = Path(cfg["data_root"]).resolve()
+        self.spawner = spawner or ForkServerSpawner()
+        self.events = Events()
+        self.events.subscribe(_log_transition)
+        self._signals: list[int] = []
+        self._stopping = False
+        self.ctx: zmq.Context | None = None
+        self.endpoints: dict[str, str] = {}
+        self.exit_code = 0
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, str]:
+        """Start the fork server, open the registry and sockets, reconcile. Returns endpoints."""
+        (self.data_root / "spaces").mkdir(parents=True, exist_ok=True)
+        (self.data_root / "run").mkdir(exist_ok=True)
+        self.spawner.start()                      # before any zmq context or thread exists
+        self.registry = Registry(self.data_root / "registry.sqlite")
+        self.ctx = zmq.Context()
+        self.sup = Supervisor(self.cfg.replace({"data_root": str(self.data_root)}), self.registry, self.spawner,
+                              self.clock, self.events)
+        self.admin_ops = Admin(self.sup)
+        self.router = Router(
+            self.ctx, self.cfg["zmq.bind"], self._backend_endpoint(),
+            supervisor=self,  # type: ignore[arg-type]
+            clock=self.clock.monotonic,
+            default_space=self.cfg["default_space"],
+            require_explicit_space=self.cfg["require_explicit_space"],
+            queue_limit=self.cfg["router_queue_per_space"],
+            request_timeout_s=self.cfg["request_timeout_s"],
+            start_timeout_s=self.cfg["start_timeout_s"],
+            max_bytes=self.cfg["limits.max_request_bytes"],
+            on_fallback=self._on_fallback,
+        )
+        self.sup.router = self.router
+        self.sup.backend_endpoint = self.router.backend_endpoint
+        self.reconcile()
+        self._install_signals()
+        self.endpoints = {"zmq": self.router.frontend_endpoint, "pid": str(os.getpid())}
+        return self.endpoints
+
+    def _backend_endpoint(self) -> str:
+        path = self.data_root / "run" / "workers.sock"
+        if len(str(path)) <= _MAX_IPC_PATH:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return f"ipc://{path}"
+        return "tcp://127.0.0.1:*"
+
+    def reconcile(self) -> None:
+        """Desired (registry) vs actual (directories, previous run's states): plan, then apply."""
+        records = {r.id: r for r in self.registry.list(include_tombstoned=True)}
+        dirs = {p.name for p in (self.data_root / "spaces").iterdir() if p.is_dir()}
+        unfinished_deletes = [r for r in records.values() if r.tombstoned]
+        orphans = sorted(dirs - set(records))
+        failed = [r for r in records.values() if not r.tombstoned and r.state == State.FAILED.name]
+        for record in unfinished_deletes:
+            log.info("finishing the deletion of %s interrupted by the last shutdown", record.id)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.data_root / "spaces" / record.id)
+            self.registry.remove(record.id)
+        for name in orphans:
+            # A directory no registry row claims: never delete data we cannot account for.
+            aside = self.data_root / "orphans" / f"{name}-{int(time.time())}"
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(self.data_root / "spaces" / name, aside)
+            log.warning("space directory %s has no registry entry; moved to %s", name, aside)
+        for record in self.registry.list():
+            if record.state not in (State.FAILED.name, State.REGISTERED.name):
+                self.registry.set_state(record.id, State.REGISTERED)
+        default = self.cfg["default_space"]
+        if is_valid_space_id(default) and self.registry.get(default) is None:
+            self.registry.create(default, dimension=self.cfg["spaces.dimension"], settings={})
+        for record in self.registry.list():
+            self.sup.slot(record)
+        for record in failed:
+            self.sup.slots[record.id].last_error = "FAILED before the last shutdown"
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._record_signal)
+
+    def _record_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)     # handlers only record; the loop dispatches
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT and every worker has drained. Returns the exit code."""
+        try:
+            while not (self._stopping and self.sup.finished()):
+                self.step()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def step(self, max_wait: float = 1.0) -> None:
+        events = self.wait(max_wait)
+        self.dispatch_signals()
+        if self.router.backend in events:
+            self.router.handle_backend()
+        if self.router.frontend in events:
+            self.router.handle_frontend()
+        self.reap(events)
+        self.tick()
+
+    def wait(self, max_wait: float) -> dict[Any, int]:
+        poller = self._poller
+        if poller is None or self._polled != self.sup.sentinel_version:
+            poller = self._poller = zmq.Poller()
+            poller.register(self.router.frontend, zmq.POLLIN)
+            poller.register(self.router.backend, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            for sentinel in self.sup.by_sentinel:
+                poller.register(sentinel, zmq.POLLIN)
+            self._polled = self.sup.sentinel_version
+        now = self.clock.monotonic()
+        wake = now + max_wait
+        for when in (self.sup.next_timer(), self.router.next_deadline(), self._next_tick):
+            if when is not None:
+                wake = min(wake, when)
+        return dict(poller.poll(max(0.0, wake - now) * 1000.0))
+
+    _next_tick = 0.0
+    _poller: zmq.Poller | None = None
+    _polled = -1
+
+    def dispatch_signals(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        while self._signals:
+            signum = self._signals.pop(0)
+            name = signal.Signals(signum).name.lower()
+            getattr(self, f"handle_{name}", self.handle_sigterm)()
+
+    def handle_sigterm(self) -> None:
+        if not self._stopping:
+            log.info("shutting down: draining %d workers", self.sup.active())
+            self._stopping = True
+            self.router.accepting = False
+            self.sup.shutdown()
+
+    handle_sigint = handle_sigterm
+
+    def handle_sighup(self) -> None:
+        log.info("SIGHUP: nothing to reload; configuration changes need a restart")
+
+    def reap(self, events: dict[Any, int]) -> None:
+        for sentinel in [s for s in self.sup.by_sentinel if s in events]:
+            self.sup.reap(sentinel)
+
+    def tick(self) -> None:
+        self.sup.run_timers()
+        self.router.expire()
+        now = self.clock.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + min(1.0, self.cfg["heartbeat_s"])
+            self.router.heartbeat(self.sup.live_spaces())
+            self.sup.check_heartbeats()
+            if not self._stopping:
+                self.sup.hibernate_idle()
+
+    # -- the router's supervisor interface ---------------------------------------------------
+
+    def activate(self, space: str) -> None:
+        self.sup.activate(space)
+
+    def admin(self, client: bytes, req: Any) -> None:
+        self.admin_ops.handle(client, req)
+
+    def on_signal(self, space: str, sig: Any) -> None:
+        self.sup.on_signal(space, sig)
+
+    def on_worker_seen(self, space: str) -> None:
+        self.sup.on_worker_seen(space)
+
+    def _on_fallback(self, client: bytes) -> None:
+        self.sup.counters["fallbacks"] += 1
+
+    # -- end ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.ctx is None:
+            return
+        self.sup.kill_all()   # only workers that outlived their drain and SIGTERM are left here
+        self.router.close()
+        self.ctx.term()
+        self.ctx = None
+        self.registry.close()
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def write_endpoints(data_root: Path, endpoints: dict[str, str]) -> None:
+    fsutil.atomic_write(data_root / "endpoints.json", orjson.dumps(endpoints, option=orjson.OPT_INDENT_2))
+
+
+def _log_transition(t: Transition) -> None:
+    log.info("space %s: %s -> %s (%s)", t.space, t.old.name, t.new.name, t.reason,
+             extra={"space": t.space})
+
+
+def serve(cfg: config_mod.Config, *, announce: Any = None) -> int:
+    """Run the router + supervisor until SIGTERM/SIGINT (gateways are started by the CLI)."""
+    arbiter = Arbiter(cfg)
+    endpoints = arbiter.start()
+    write_endpoints(arbiter.data_root, endpoints)
+    if announce is not None:
+        announce(endpoints)
+    return arbiter.run()
+
+
+if __name__ == "__main__":  # pragma: no cover - `memspace serve` is the entry point
+    sys.exit(serve(config_mod.load()))
