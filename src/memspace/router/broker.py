@@ -83,7 +83,8 @@ class Router:
     def __init__(self, ctx: zmq.Context, frontend: str, backend: str, *, supervisor: Supervisor,
                  clock: Callable[[], float], default_space: str, require_explicit_space: bool,
                  queue_limit: int, request_timeout_s: float, start_timeout_s: float,
-                 max_bytes: int, on_fallback: Callable[[bytes], None] | None = None) -> None:
+                 max_bytes: int, on_fallback: Callable[[bytes], None] | None = None,
+                 local_frontend: str | None = None) -> None:
         self.supervisor = supervisor
         self.clock = clock
         self.default_space = default_space
@@ -105,6 +106,11 @@ class Router:
         self.frontend.setsockopt(zmq.MAXMSGSIZE, max_bytes + 65536)
         self.frontend.bind(_any_port(frontend))
         self.frontend_endpoint = self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+        # gateways on this machine connect over ipc:// (cheaper than loopback TCP)
+        self.local_endpoint = self.frontend_endpoint
+        if local_frontend is not None:
+            self.frontend.bind(_any_port(local_frontend))
+            self.local_endpoint = self.frontend.getsockopt_string(zmq.LAST_ENDPOINT)
         self.backend = ctx.socket(zmq.ROUTER)
         self.backend.setsockopt(zmq.LINGER, 0)
         self.backend.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -58,6 +58,7 @@ class Arbiter:
         self.ctx: zmq.Context | None = None
         self.endpoints: dict[str, str] = {}
         self.exit_code = 0
+        self.gateways: Any = None                 # serve.Gateways, when gateways run
 
     # -- start -------------------------------------------------------------------------------
 
@@ -82,7 +83,14 @@ class Arbiter:
             start_timeout_s=self.cfg["start_timeout_s"],
             max_bytes=self.cfg["limits.max_request_bytes"],
             on_fallback=self._on_fallback,
+            local_frontend=self._ipc_endpoint("clients.sock"),
         )
+        # lifecycle transitions for the gateways' change feeds: [space, orjson event]
+        self.publisher = self.ctx.socket(zmq.PUB)
+        self.publisher.setsockopt(zmq.LINGER, 0)
+        self.publisher.bind(self._ipc_endpoint("events.sock") or "tcp://127.0.0.1:*")
+        self.events_endpoint = self.publisher.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.events.subscribe(self._publish_transition)
         self.sup.router = self.router
         self.sup.backend_endpoint = self.router.backend_endpoint
         self.reconcile()
@@ -91,12 +99,22 @@ class Arbiter:
         return self.endpoints
 
     def _backend_endpoint(self) -> str:
-        path = self.data_root / "run" / "workers.sock"
-        if len(str(path)) <= _MAX_IPC_PATH:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            return f"ipc://{path}"
-        return "tcp://127.0.0.1:*"
+        return self._ipc_endpoint("workers.sock") or "tcp://127.0.0.1:*"
+
+    def _ipc_endpoint(self, name: str) -> str | None:
+        """``ipc://<data_root>/run/<name>``, or None when the path is too long for a unix socket."""
+        path = self.data_root / "run" / name
+        if len(str(path)) > _MAX_IPC_PATH:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return f"ipc://{path}"
+
+    def _publish_transition(self, t: Transition) -> None:
+        event = {"type": "lifecycle", "space": t.space, "old": t.old.name, "new": t.new.name,
+                 "reason": t.reason, "at": t.at}
+        with contextlib.suppress(zmq.ZMQError):
+            self.publisher.send_multipart([t.space.encode(), orjson.dumps(event)], zmq.NOBLOCK)
 
     def reconcile(self) -> None:
         """Desired (registry) vs actual (directories, previous run's states): plan, then apply."""
@@ -146,6 +164,8 @@ class Arbiter:
             while not (self._stopping and self.sup.finished()):
                 self.step()
         finally:
+            if self.gateways is not None:
+                self.gateways.stop_all()
             self.close()
         return self.exit_code
 
@@ -161,14 +181,16 @@ class Arbiter:
 
     def wait(self, max_wait: float) -> dict[Any, int]:
         poller = self._poller
-        if poller is None or self._polled != self.sup.sentinel_version:
+        gateways = self.gateways.sentinels() if self.gateways is not None else {}
+        version = (self.sup.sentinel_version, tuple(gateways))
+        if poller is None or self._polled != version:
             poller = self._poller = zmq.Poller()
             poller.register(self.router.frontend, zmq.POLLIN)
             poller.register(self.router.backend, zmq.POLLIN)
             poller.register(self._wake_r, zmq.POLLIN)
-            for sentinel in self.sup.by_sentinel:
+            for sentinel in (*self.sup.by_sentinel, *gateways):
                 poller.register(sentinel, zmq.POLLIN)
-            self._polled = self.sup.sentinel_version
+            self._polled = version
         now = self.clock.monotonic()
         wake = now + max_wait
         for when in (self.sup.next_timer(), self.router.next_deadline(), self._next_tick):
@@ -178,7 +200,7 @@ class Arbiter:
 
     _next_tick = 0.0
     _poller: zmq.Poller | None = None
-    _polled = -1
+    _polled: Any = None
 
     def dispatch_signals(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -193,6 +215,10 @@ class Arbiter:
             log.info("shutting down: draining %d workers", self.sup.active())
             self._stopping = True
             self.router.accepting = False
+            if self.gateways is not None:
+                for gateway in self.gateways.items:   # stop taking HTTP/gRPC requests first
+                    if gateway.process is not None:
+                        gateway.process.terminate()
             self.sup.shutdown()
 
     handle_sigint = handle_sigterm
@@ -203,6 +229,10 @@ class Arbiter:
     def reap(self, events: dict[Any, int]) -> None:
         for sentinel in [s for s in self.sup.by_sentinel if s in events]:
             self.sup.reap(sentinel)
+        if self.gateways is not None:
+            for sentinel, gateway in self.gateways.sentinels().items():
+                if sentinel in events:
+                    self.gateways.exited(gateway, self._stopping)
 
     def tick(self) -> None:
         self.sup.run_timers()
@@ -239,6 +269,7 @@ class Arbiter:
             return
         self.sup.kill_all()   # only workers that outlived their drain and SIGTERM are left here
         self.router.close()
+        self.publisher.close(0)
         self.ctx.term()
         self.ctx = None
         self.registry.close()

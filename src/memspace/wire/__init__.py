@@ -89,7 +89,7 @@ class MsgType(IntEnum):
 #: Operations a worker serves for its own space.
 SPACE_OPS = frozenset({
     "remember", "remember_batch", "get", "forget", "link", "recall", "count", "list",
-    "stats", "export", "import",
+    "stats", "export", "import", "events",
 })
 #: Operations the supervisor answers inside the router process.
 ADMIN_OPS = frozenset({
