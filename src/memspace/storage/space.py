@@ -29,7 +29,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
 
 import orjson
 
@@ -115,7 +115,8 @@ class Space:
     """One durable memory space. Use :func:`open_space`; also a context manager."""
 
     def __init__(self, path: Path, *, settings: SpaceSettings, cfg: config_mod.Config, clock: Clock,
-                 id_factory: Callable[[], str], lock_fd: int, meta: dict[str, Any]) -> None:
+                 id_factory: Callable[[], str], lock_fd: int, meta: dict[str, Any],
+                 on_record: Callable[[int, Any], None] | None = None) -> None:
         self.path = path
         self.settings = settings
         self.meta = meta
@@ -131,6 +132,7 @@ class Space:
         self._checkpoint_bytes = cfg["checkpoint_every_mb"] * 1024 * 1024
         self._recovered = 0
         self._recovery_s = 0.0
+        self._on_record = on_record
         self._recover()
 
     # -- opening -----------------------------------------------------------------------------
@@ -161,9 +163,12 @@ class Space:
             start_seq=self._checkpoint_lsn,
         )
         count = 0
+        on_record = self._on_record
         for rec in self._wal.records(after_seq=self._checkpoint_lsn):
             decoded = records.decode(rec.type, rec.payload)
             result = self._engine.apply(decoded)
+            if on_record is not None:
+                on_record(rec.seq, decoded)
             request_id = getattr(decoded, "request_id", None)
             if request_id is not None:
                 self._cache_result(request_id, result)
@@ -236,17 +241,19 @@ class Space:
                 self._requests.move_to_end(request_id)
                 return self._requests[request_id]
         rec = plan()
-        self._append(rec)
+        seq = self._append(rec)
         result = self._engine.apply(rec)
+        if self._on_record is not None:
+            self._on_record(seq, rec)
         if request_id is not None:
             self._cache_result(request_id, result)
         if self._group_depth == 0:
             self._commit()
         return result
 
-    def _append(self, rec: Any) -> None:
+    def _append(self, rec: Any) -> int:
         try:
-            self._wal.append(*records.encode(rec))
+            return self._wal.append(*records.encode(rec))
         except OSError as e:
             self._fail(e)
 
@@ -258,7 +265,7 @@ class Space:
         if self._wal.bytes_since(self._checkpoint_lsn) >= self._checkpoint_bytes:
             self.checkpoint()
 
-    def _fail(self, error: OSError) -> None:
+    def _fail(self, error: OSError) -> NoReturn:
         log.error("space %s: WAL write failed (%s); closing, recovery will use the files", self.path, error)
         self._release()
         raise StorageError(f"space {self.path}: WAL write failed: {error}", {"errno": error.errno}) from error
@@ -305,8 +312,10 @@ class Space:
             # Reinforcement is logged but never forces an fsync: losing the last few touches in a
             # crash only makes those memories decay as if they had not been recalled.
             touch = self._engine.plan_touch([h.id for h in hits], now)
-            self._append(touch)
+            seq = self._append(touch)
             self._engine.apply(touch)
+            if self._on_record is not None:
+                self._on_record(seq, touch)
         return hits
 
     def count(self, tier: str | None = None) -> int:
@@ -417,6 +426,10 @@ class Space:
             raise SpaceUnavailable(f"space {self.path} is closed", {"path": str(self.path)})
 
     @property
+    def checkpoint_lsn(self) -> int:
+        return self._checkpoint_lsn
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -485,13 +498,15 @@ def open_space(
     id_factory: Callable[[], str] = new_memory_id,
     space_id: str | None = None,
     create: bool = True,
+    on_record: Callable[[int, Any], None] | None = None,
 ) -> Space:
     """Open the space in ``path``, creating it if needed (``create=False`` refuses to).
 
     An existing space keeps the dimension and settings it was created with; asking
     for different ones is an error rather than a silent override. ``config`` supplies
     WAL, tier, limit and new-space defaults (``memspace.config.load()`` when omitted);
-    ``fsync`` overrides ``wal.fsync``.
+    ``fsync`` overrides ``wal.fsync``. ``on_record(seq, record)`` is called for every
+    record applied, during recovery and after (the worker's change feed).
     """
     cfg = config if config is not None else config_mod.load()
     if fsync is not None:
@@ -533,7 +548,7 @@ def open_space(
                 (root / sub).mkdir(exist_ok=True)
             fsutil.atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         return Space(root, settings=space_settings, cfg=cfg, clock=clock, id_factory=id_factory,
-                     lock_fd=lock_fd, meta=meta)
+                     lock_fd=lock_fd, meta=meta, on_record=on_record)
     except BaseException:
         os.close(lock_fd)
         raise

@@ -40,6 +40,7 @@ from memspace import wire
 from memspace.errors import MemspaceError, StorageError
 from memspace.storage import fsutil
 from memspace.storage.space import Space, open_space
+from memspace.worker.feed import Feed, Waiter
 from memspace.worker.ops import OPS
 from memspace.worker.stats import OpStats
 
@@ -111,6 +112,7 @@ class Worker:
         self.space: Space | None = None
         self.stats = OpStats()
         self.started = time.monotonic()
+        self.feed = Feed()
         self._stopping = False
 
     # -- boot --------------------------------------------------------------------------------
@@ -141,7 +143,11 @@ class Worker:
         try:
             sock.send_multipart(wire.encode_heartbeat(self._info("recovering")))
             try:
-                self.space = open_space(spec.directory, settings=spec.settings, config=cfg, space_id=spec.space_id)
+                self.space = open_space(spec.directory, settings=spec.settings, config=cfg, space_id=spec.space_id,
+                                        on_record=self.feed.record)
+                # events before the snapshot are no longer available to subscribers
+                self.feed.covered_after = max(self.feed.covered_after, self.space.checkpoint_lsn)
+                self.feed.last_seq = max(self.feed.last_seq, self.space.stats().wal_last_seq)
             except (StorageError, MemspaceError) as e:
                 log.error("cannot open space %s: %s", spec.space_id, e.message)
                 sock.send_multipart(wire.encode_bye({**self._info("boot_error"), "error": e.to_dict()}))
@@ -190,6 +196,9 @@ class Worker:
             due = space.sync_due()
             if due is not None:
                 wait = min(wait, due)
+            waiter_due = self.feed.next_deadline()
+            if waiter_due is not None:
+                wait = min(wait, waiter_due - now)
             events = dict(poller.poll(max(0.0, wait) * 1000.0))
             now = time.monotonic()
             if wake_fd in events:
@@ -201,6 +210,7 @@ class Worker:
                 router_seen = now
                 drain_reason = self._handle_batch(sock) or drain_reason
                 now = time.monotonic()
+            self._answer_waiters(sock, now)
             if drain_reason is not None:
                 return self._drain(sock, drain_reason)
             due = space.sync_due()
@@ -265,6 +275,8 @@ class Worker:
         start = time.perf_counter()
         try:
             args = wire.decode_body(req.body, max_bytes=self.cfg["limits.max_request_bytes"])
+            if req.op == "events":
+                return self._events(req, args)
             result = OPS[req.op](self.space, args, req.request_id)
             reply = wire.encode_reply(req.request_id, result, ticket=req.ticket,
                                       max_bytes=self.cfg["limits.max_request_bytes"] * 4)
@@ -280,6 +292,19 @@ class Worker:
                          req.op, req.request_id, traceback.format_exc())
             logging.shutdown()
             os._exit(EXIT_BUG)
+
+    def _events(self, req: wire.WorkerRequest, args: dict[str, Any]) -> list[bytes] | None:
+        """Change events after ``after``; with ``wait_ms`` a long poll answered once events arrive
+        (after the commit that makes them durable) or the wait ends."""
+        after, wait_ms, limit = Feed.parse(args)
+        if wait_ms == 0 or self.feed.has_news(after):
+            return wire.encode_reply(req.request_id, self.feed.answer(after, limit), ticket=req.ticket)
+        self.feed.park(Waiter(req.ticket, req.request_id, after, limit, time.monotonic() + wait_ms / 1000.0))
+        return None
+
+    def _answer_waiters(self, sock: zmq.Socket, now: float, closing: bool = False) -> None:
+        for waiter, result in self.feed.ready(now, closing):
+            sock.send_multipart(wire.encode_reply(waiter.request_id, result, ticket=waiter.ticket))
 
     def _handle_control(self, frames: list[bytes]) -> str | None:
         assert self.space is not None
@@ -297,6 +322,7 @@ class Worker:
         """Everything received is answered; make it durable, checkpoint, say BYE, exit 0."""
         assert self.space is not None
         space = self.space
+        self._answer_waiters(sock, time.monotonic(), closing=True)
         try:
             if reason != "stop" and space.stats().wal_bytes_since_checkpoint > 0:
                 space.checkpoint()
