@@ -143,10 +143,16 @@ class Space:
         snap = load_latest(self.path / "snapshots")
         state: dict[str, Any] = snap.meta if snap is not None else {}
         self._prev_tiers: dict[str, Any] = {"warm": state.get("warm"), "cold": state.get("cold")}
-        self._warm = WarmTier.open(self.path / "warm", state.get("warm"))
-        self._cold = ColdTier.open(self.path / "cold", state.get("cold"))
+        # The previous snapshot is kept as a fallback: its tier segments must outlive this open
+        # even when compaction replaced them in the snapshot loaded now.
+        fallback = state.get("fallback_tiers") or {}
+        self._warm = WarmTier.open(self.path / "warm", state.get("warm"),
+                                   keep=[m for m in (fallback.get("warm"),) if m])
+        self._cold = ColdTier.open(self.path / "cold", state.get("cold"),
+                                   keep=[m for m in (fallback.get("cold"),) if m])
         embedder = get_embedder(self.settings.embedder, self.settings.dimension)
-        common = dict(limits=limits_from_config(cfg), embedder=embedder, warm=self._warm, cold=self._cold)
+        common = dict(limits=limits_from_config(cfg), embedder=embedder, warm=self._warm, cold=self._cold,
+                      ann_threshold=cfg["tiers.ann_threshold"])
         if snap is not None:
             self._engine = Engine.restore(snap.arrays, state["engine"], self.settings, **common)
             self._checkpoint_lsn = snap.lsn
@@ -154,7 +160,7 @@ class Space:
             for request_id, encoded in state.get("requests", []):
                 self._requests[request_id] = _decode_result(encoded)
         else:
-            self._engine = Engine(self.settings, ann_threshold=cfg["tiers.ann_threshold"], **common)
+            self._engine = Engine(self.settings, **common)
         self._wal = Wal.open(
             self.path / "wal",
             fsync=cfg["wal.fsync"],
@@ -195,7 +201,8 @@ class Space:
             lambda: self._engine.plan_remember([item], self._clock.time(), self._new_id, request_id),
             request_id,
         )
-        return results[0]
+        first: RememberResult = results[0]
+        return first
 
     def remember_batch(self, items: Sequence[Mapping[str, Any]], *, request_id: str | None = None
                        ) -> list[RememberResult]:
@@ -383,6 +390,7 @@ class Space:
             "engine": engine_meta,
             "warm": self._warm.state(),
             "cold": self._cold.state(),
+            "fallback_tiers": self._prev_tiers,
             "requests": [[rid, _encode_result(res)] for rid, res in self._requests.items()],
         }
         path = write_snapshot(self.path / "snapshots", lsn, arrays, meta)

@@ -95,7 +95,8 @@ class Arbiter:
         self.sup.backend_endpoint = self.router.backend_endpoint
         self.reconcile()
         self._install_signals()
-        self.endpoints = {"zmq": self.router.frontend_endpoint, "pid": str(os.getpid())}
+        self.endpoints = {"zmq": self.router.frontend_endpoint, "events": self.events_endpoint,
+                          "pid": str(os.getpid())}
         return self.endpoints
 
     def _backend_endpoint(self) -> str:

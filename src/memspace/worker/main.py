@@ -39,6 +39,7 @@ from memspace import config as config_mod
 from memspace import wire
 from memspace.errors import MemspaceError, StorageError
 from memspace.storage import fsutil
+from memspace.testing import faults
 from memspace.storage.space import Space, open_space
 from memspace.worker.feed import Feed, Waiter
 from memspace.worker.ops import OPS
@@ -114,6 +115,7 @@ class Worker:
         self.started = time.monotonic()
         self.feed = Feed()
         self._stopping = False
+        self._crash_marker = faults.crash_marker()
 
     # -- boot --------------------------------------------------------------------------------
 
@@ -207,9 +209,9 @@ class Worker:
             if self._stopping:
                 drain_reason = "sigterm"
             if sock in events:
-                router_seen = now
                 drain_reason = self._handle_batch(sock) or drain_reason
-                now = time.monotonic()
+                # after the batch, not before: a long batch (checkpoint) is not router silence
+                now = router_seen = time.monotonic()
             self._answer_waiters(sock, now)
             if drain_reason is not None:
                 return self._drain(sock, drain_reason)
@@ -219,7 +221,7 @@ class Worker:
             if now >= next_heartbeat:
                 sock.send_multipart(wire.encode_heartbeat(self._info("ready")))
                 next_heartbeat = now + heartbeat
-            if now - router_seen > router_timeout:
+            if sock not in events and now - router_seen > router_timeout:
                 log.error("router silent for %.1f s; exiting", now - router_seen)
                 space.close()
                 return EXIT_ROUTER_LOST
@@ -272,6 +274,8 @@ class Worker:
                 log.warning("dropping malformed request: %s", e.message)
                 return None
             return wire.encode_error(e.request_id or b"?", e.code, e.message, e.details, ticket=ticket)
+        if self._crash_marker is not None and self._crash_marker in req.body:
+            os._exit(faults.EXIT_INJECTED)   # test fault injection (off unless its env var is set)
         start = time.perf_counter()
         try:
             args = wire.decode_body(req.body, max_bytes=self.cfg["limits.max_request_bytes"])
