@@ -38,6 +38,7 @@ import zmq
 from memspace import wire
 from memspace.errors import MemspaceError, Overloaded, SpaceRequired, SpaceUnavailable
 from memspace.ids import is_valid_space_id
+from memspace.metrics import RequestMetrics
 
 log = logging.getLogger("memspace.router")
 
@@ -95,6 +96,9 @@ class Router:
         self.max_bytes = max_bytes
         self.on_fallback = on_fallback
         self.routes: dict[str, Route] = {}
+        self.metrics = RequestMetrics()
+        #: errors answered before a request reached a known space (unknown space, bad frames...)
+        self.rejected: dict[str, int] = {}
         self.accepting = True
         self._tickets = 0
         self._deadlines: list[tuple[float, int, Pending]] = []
@@ -133,6 +137,7 @@ class Router:
             try:
                 req = wire.split_client_request(frames, max_bytes=self.max_bytes)
             except wire.WireError as e:
+                self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
                 self.reply(client, wire.encode_error(e.request_id or b"?", e.code, e.message, e.details))
                 continue
             if req.is_admin:
@@ -162,6 +167,7 @@ class Router:
                 self.supervisor.activate(space)   # raises SpaceNotFound / SpaceUnavailable
                 route = self.route(space)
         except MemspaceError as e:
+            self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
             self.reply(client, wire.encode_error(req.request_id, e.code, e.message, e.details))
             return
         now = self.clock()
@@ -211,6 +217,7 @@ class Router:
     def _answer_error(self, pending: Pending, err: MemspaceError) -> None:
         pending.done = True
         self.reply(pending.client, wire.encode_error(pending.req.request_id, err.code, err.message, err.details))
+        self.metrics.observe(pending.req.space, pending.req.op, err.code, self.clock() - pending.queued_at)
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -240,10 +247,12 @@ class Router:
         pending = route.inflight.pop(reply.ticket, None)
         if pending is None:
             return   # answered already (deadline) or from a previous generation
-        route.last_activity = self.clock()
+        now = route.last_activity = self.clock()
         if not pending.done:
             pending.done = True
             self.reply(pending.client, wire.to_client(reply))
+            self.metrics.observe(space, pending.req.op, reply.status.decode("ascii", "replace"),
+                                 now - pending.queued_at)
         if route.probing == reply.ticket:
             route.probing = None
             self._flush(route)

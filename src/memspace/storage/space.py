@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from memspace.engine.model import Hit, Limits, Link, Memory, Page, RememberResul
 from memspace.engine.store import Engine
 from memspace.errors import InvalidArgument, SpaceUnavailable, StorageError
 from memspace.ids import new_memory_id
+from memspace.metrics import new_histogram, observe
 from memspace.storage import fsutil
 from memspace.storage.snapshot import load_latest, list_snapshots, write_snapshot
 from memspace.storage.tiers import ColdTier, WarmTier
@@ -133,6 +135,8 @@ class Space:
         self._recovered = 0
         self._recovery_s = 0.0
         self._on_record = on_record
+        #: fsync latency (write + fsync of a group commit), cumulative for this open
+        self.fsync_histogram = new_histogram()
         self._recover()
 
     # -- opening -----------------------------------------------------------------------------
@@ -168,17 +172,8 @@ class Space:
             segment_bytes=int(cfg["wal.segment_mb"] * 1024 * 1024),
             start_seq=self._checkpoint_lsn,
         )
-        count = 0
-        on_record = self._on_record
-        for rec in self._wal.records(after_seq=self._checkpoint_lsn):
-            decoded = records.decode(rec.type, rec.payload)
-            result = self._engine.apply(decoded)
-            if on_record is not None:
-                on_record(rec.seq, decoded)
-            request_id = getattr(decoded, "request_id", None)
-            if request_id is not None:
-                self._cache_result(request_id, result)
-            count += 1
+        count = self._engine.replay(self._wal.records(after_seq=self._checkpoint_lsn),
+                                    on_result=self._cache_result, on_record=self._on_record)
         self._recovered = count
         self._recovery_s = self._clock.monotonic() - start
         if count or snap is not None:
@@ -265,10 +260,13 @@ class Space:
             self._fail(e)
 
     def _commit(self) -> None:
+        start = time.perf_counter()
         try:
-            self._wal.commit()
+            synced = self._wal.commit()
         except OSError as e:
             self._fail(e)
+        if synced:
+            observe(self.fsync_histogram, time.perf_counter() - start)
         if self._wal.bytes_since(self._checkpoint_lsn) >= self._checkpoint_bytes:
             self.checkpoint()
 

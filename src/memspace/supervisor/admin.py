@@ -20,6 +20,7 @@ from memspace import wire
 from memspace.engine.model import SpaceSettings
 from memspace.errors import InvalidArgument, MemspaceError, QuotaExceeded, SpaceNotFound, SpaceUnavailable
 from memspace.ids import validate_space_id
+from memspace.metrics import OTHER, LabelGuard, merge_histogram, new_histogram
 from memspace.supervisor.core import LIVE, Slot, Supervisor
 from memspace.supervisor.lifecycle import State
 
@@ -33,6 +34,7 @@ class Admin:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.started = time.time()
+        self.labels = LabelGuard(sup.cfg["max_metric_spaces"])
 
     def handle(self, client: bytes, req: wire.ClientRequest) -> None:
         router = self.sup.router
@@ -84,9 +86,22 @@ class Admin:
             "wal_lag_bytes": info.get("wal_lag_bytes"),
             "checkpoint_at": info.get("checkpoint_at"),
             "rss_bytes": info.get("rss_bytes"),
-            "ops": info.get("ops", {}),
+            "ops": self._ops(slot.space),
+            **self.sup.router.metrics.latency_quantiles(slot.space),
             **self.sup.router.depth(slot.space),
         }
+
+    def _ops(self, space: str) -> dict[str, Any]:
+        """Per operation: outcome counts ("ok" or an error code) and the latency histogram."""
+        m = self.sup.router.metrics.spaces.get(space)
+        if m is None:
+            return {}
+        ops: dict[str, Any] = {}
+        for (op, outcome), n in m.counts.items():
+            entry = ops.setdefault(op, {"outcomes": {}, "latency": m.latency.get(op, [])})
+            key = "ok" if outcome == "OK" else outcome
+            entry["outcomes"][key] = entry["outcomes"].get(key, 0) + n
+        return ops
 
     def _wait_exit(self, slot: Slot, done: Callable[[Slot], None]) -> None:
         if slot.handle is None:
@@ -144,6 +159,70 @@ class Admin:
             "counters": dict(self.sup.counters),
             "spaces": spaces,
         })
+
+    def op_metrics(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
+        reply(self.metrics())
+
+    def metrics(self) -> dict[str, Any]:
+        """Every metric as one JSON document, labels bounded by ``max_metric_spaces``."""
+        sup, router = self.sup, self.sup.router
+        now = time.time()
+        requests = router.metrics.spaces
+        activity = {name: (requests[name].total if name in requests else 0) for name in sup.slots}
+        labelled = self.labels.select(activity)
+        per_space: dict[str, dict[str, Any]] = {}
+        for name, slot in sup.slots.items():
+            key = name if name in labelled else OTHER
+            entry = per_space.get(key)
+            if entry is None:
+                entry = per_space[key] = {
+                    "requests": {}, "latency": {}, "restarts": {}, "memories_by_tier": {"hot": 0, "warm": 0, "cold": 0},
+                    "wal_bytes": 0, "wal_lag_bytes": 0, "rss_bytes": 0, "queue_depth": 0,
+                    "fsync": new_histogram(), "states": {}, "checkpoint_age_s": None, "spaces": 0,
+                }
+            entry["spaces"] += 1
+            entry["states"][slot.state.name] = entry["states"].get(slot.state.name, 0) + 1
+            m = requests.get(name)
+            if m is not None:
+                for (op, outcome), n in m.counts.items():
+                    k = f"{op}\t{outcome}"
+                    entry["requests"][k] = entry["requests"].get(k, 0) + n
+                for op, hist in m.latency.items():
+                    merge_histogram(entry["latency"].setdefault(op, new_histogram()), hist)
+            for reason, n in slot.restart_reasons.items():
+                entry["restarts"][reason] = entry["restarts"].get(reason, 0) + n
+            info = slot.info
+            for tier, n in (info.get("memories_by_tier") or {}).items():
+                entry["memories_by_tier"][tier] = entry["memories_by_tier"].get(tier, 0) + n
+            live = slot.handle is not None
+            for field in ("wal_bytes", "wal_lag_bytes"):
+                entry[field] += info.get(field) or 0
+            if live:
+                entry["rss_bytes"] += info.get("rss_bytes") or 0
+            depth = router.depth(name)
+            entry["queue_depth"] += depth["queued"] + depth["inflight"] + depth["suspects"]
+            merge_histogram(entry["fsync"], sup.carry.fsync(name))
+            if key != OTHER and info.get("checkpoint_at"):
+                entry["checkpoint_age_s"] = max(0.0, now - info["checkpoint_at"])
+        for entry in per_space.values():
+            entry["requests"] = [[*k.split("\t"), n] for k, n in entry["requests"].items()]
+        by_state: dict[str, int] = {}
+        for slot in sup.slots.values():
+            by_state[slot.state.name] = by_state.get(slot.state.name, 0) + 1
+        return {
+            "spaces": per_space,
+            "global": {
+                "spaces_by_state": by_state,
+                "active_workers": sup.active(),
+                "spawns": sup.counters["spawns"],
+                "hibernations": sup.counters["hibernations"],
+                "crashes": sup.counters["crashes"],
+                "default_space_fallbacks": sup.counters["fallbacks"],
+                "router_queue_depth": sum(len(r.queue) + len(r.suspects) for r in router.routes.values()),
+                "router_inflight": sum(len(r.inflight) for r in router.routes.values()),
+                "router_rejected": dict(router.rejected),
+            },
+        }
 
     def op_drain(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
         self._stop(space, State.STOPPED, "drain requested", reply)
@@ -244,6 +323,8 @@ class Admin:
             shutil.rmtree(directory)
         self.sup.registry.remove(space)
         self.sup.slots.pop(space, None)
+        self.sup.carry.forget(space)
+        self.sup.router.metrics.spaces.pop(space, None)
         self.sup.router.fail(space, SpaceNotFound(f"memory space {space!r} was deleted"), forget=True)
         log.info("space %s deleted: %s memories, %d files, %d bytes", space, memories, files, size)
         return {"space": space, "deleted": True, "memories": memories, "files": files, "bytes": size}

@@ -36,6 +36,7 @@ from typing import Any, Callable
 from memspace import config as config_mod
 from memspace.clock import Clock
 from memspace.errors import MemspaceError, SpaceNotFound, SpaceUnavailable
+from memspace.metrics import Carry
 from memspace.supervisor.lifecycle import Events, State, Transition
 from memspace.supervisor.registry import Registry, SpaceRecord
 from memspace.supervisor.spawner import Spawner, WorkerHandle
@@ -94,6 +95,7 @@ class Supervisor:
         self._timer_seq = 0
         self.worker_config = {k: v for k, v in cfg.as_dict().items()}
         self.counters: dict[str, int] = {"spawns": 0, "hibernations": 0, "crashes": 0, "fallbacks": 0}
+        self.carry = Carry()                        # worker-reported counters across incarnations
 
     # -- lifecycle bookkeeping ---------------------------------------------------------------
 
@@ -219,6 +221,7 @@ class Supervisor:
         if info.get("generation") not in (None, slot.generation):
             return   # a previous incarnation's last words
         slot.info.update(info)
+        self.carry.report(space, info.get("fsync"))
         if sig.type is MsgType.HEARTBEAT:
             if info.get("phase") == "recovering" and slot.state is State.STARTING:
                 self._set(slot, State.RECOVERING, "replaying snapshot and WAL")  # STARTING -> RECOVERING
@@ -253,6 +256,7 @@ class Supervisor:
             code = -signal.SIGKILL
         self.spawner.close(handle)
         slot.handle = None
+        self.carry.incarnation_ended(slot.space)
         now = self.clock.monotonic()
         drained = slot.drain_target is not None and (code == 0 or slot.term_at is not None)
         if slot.state is State.DELETING:

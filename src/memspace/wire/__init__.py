@@ -94,12 +94,12 @@ SPACE_OPS = frozenset({
 #: Operations the supervisor answers inside the router process.
 ADMIN_OPS = frozenset({
     "create_space", "list_spaces", "get_space", "delete_space", "drain", "hibernate",
-    "restart", "repair", "status",
+    "restart", "repair", "status", "metrics",
 })
 #: Admin ops that may leave the space frame empty. The others act on one named space
 #: and never fall back to the default space (``delete_space`` of "nothing" must not
 #: delete ``default``).
-DEPLOYMENT_OPS = frozenset({"list_spaces", "status"})
+DEPLOYMENT_OPS = frozenset({"list_spaces", "status", "metrics"})
 OPS = SPACE_OPS | ADMIN_OPS
 CONTROL_COMMANDS = frozenset({"drain", "checkpoint", "stop"})
 OK = b"OK"
