@@ -155,6 +155,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("spaces.decay_floor", float, 0.05, "Decayed confidence never falls below this.", minimum=0),
     # -- network
     S("http.bind", str, "127.0.0.1:7077", "HTTP gateway (REST, SSE, /metrics) address; port 0 picks one."),
+    S("http.sse_heartbeat_s", float, 15.0,
+      "Seconds of silence after which a change-feed stream sends a `: ping` comment (keeps proxies open).",
+      minimum=0.05),
     S("grpc.bind", str, "127.0.0.1:7078", "gRPC address; port 0 picks one."),
     S("zmq.bind", str, "tcp://127.0.0.1:7079", "Native zmq client endpoint of the router; port 0 picks one."),
     # -- limits
