@@ -172,6 +172,8 @@ SETTINGS: tuple[Setting, ...] = (
       "Spaces that keep their own metric label; the rest are summed under memory_space=\"__other__\".", minimum=1),
     S("log.format", str, "text", "Log line format.", choices=("text", "json")),
     S("log.level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    S("log.file", str, "", "Also append every process's log lines to this file; empty = "
+      "<data_root>/logs/memspace.log, \"-\" = standard error only."),
     S("auth.mode", str, "none", "none: open on loopback; token: bearer tokens from auth.tokens_file.",
       choices=("none", "token")),
     S("auth.tokens_file", str, "", "TOML file mapping token hashes to allowed spaces (auth.mode = token)."),

@@ -45,13 +45,32 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(role)s[%(pid)d] space=%(space)s %(nam
 
 
 def configure(fmt: str = "text", level: str = "info", *, space: str | None = None, role: str = "worker",
-              stream: Any = None) -> None:
-    """(Re)configure the root logger of this process. Every line names the space and the pid."""
+              stream: Any = None, file: str | None = None) -> None:
+    """(Re)configure the root logger of this process. Every line names the space and the pid.
+
+    ``file``: also append to this path (every memspace process of a deployment appends to
+    the same file; each record is one ``write`` on an O_APPEND descriptor, so lines do not
+    interleave). Rotate it with ``copytruncate`` (logrotate) - no process reopens it.
+    """
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(_Context(space, role))
-    root.addHandler(handler)
+        h.close()
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if file:
+        os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
+        handlers.append(logging.FileHandler(file, mode="a", encoding="utf-8", delay=True))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(_Context(space, role))
+        root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def log_file(cfg: Any) -> str | None:
+    """The shared log file of a deployment (``log.file``), or None when logging to stderr only."""
+    value = cfg["log.file"]
+    if value == "-":
+        return None
+    return value or os.path.join(os.path.abspath(cfg["data_root"]), "logs", "memspace.log")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from memspace import config as config_mod
-from memspace.logs import configure
+from memspace.logs import configure, log_file
 
 log = logging.getLogger("memspace.serve")
 
@@ -44,7 +44,7 @@ def gateway_main(name: str, cfg_values: dict[str, Any], router_endpoint: str, ev
     """Entry of a gateway process: run ``GATEWAYS[name]`` and report its URL through ``conn``."""
     module, func, _ = GATEWAYS[name]
     cfg = config_mod.load(None, env={}, overrides=cfg_values)
-    configure(cfg["log.format"], cfg["log.level"], role=name)
+    configure(cfg["log.format"], cfg["log.level"], role=name, file=log_file(cfg))
     try:
         import setproctitle
 
@@ -146,7 +146,7 @@ class Gateways:
 def run(cfg: config_mod.Config) -> int:
     from memspace.supervisor.arbiter import Arbiter, write_endpoints
 
-    configure(cfg["log.format"], cfg["log.level"], role="serve")
+    configure(cfg["log.format"], cfg["log.level"], role="serve", file=log_file(cfg))
     try:
         import setproctitle
 

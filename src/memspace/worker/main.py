@@ -112,9 +112,9 @@ def _apply_rlimits(cfg: config_mod.Config) -> None:
 
 
 def _configure_logging(cfg: config_mod.Config, space_id: str) -> None:
-    from memspace.logs import configure
+    from memspace.logs import configure, log_file
 
-    configure(cfg["log.format"], cfg["log.level"], space=space_id)
+    configure(cfg["log.format"], cfg["log.level"], space=space_id, file=log_file(cfg))
 
 
 class Worker:
