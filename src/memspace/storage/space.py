@@ -137,7 +137,15 @@ class Space:
         self._on_record = on_record
         #: fsync latency (write + fsync of a group commit), cumulative for this open
         self.fsync_histogram = new_histogram()
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            # A space that did not recover serves nothing: release the files recovery opened, so
+            # retrying the open (after a repair, say) does not leak descriptors and maps.
+            for part in ("_wal", "_warm", "_cold"):
+                with contextlib.suppress(Exception):
+                    getattr(self, part).close()
+            raise
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -194,7 +202,7 @@ class Space:
                 item[key] = value
         results = self._write(
             lambda: self._engine.plan_remember([item], self._clock.time(), self._new_id, request_id),
-            request_id,
+            request_id, list,
         )
         first: RememberResult = results[0]
         return first
@@ -206,7 +214,7 @@ class Space:
             raise InvalidArgument("items must be a list of memory objects", {"field": "items"})
         return list(self._write(
             lambda: self._engine.plan_remember(list(items), self._clock.time(), self._new_id, request_id),
-            request_id,
+            request_id, list,
         ))
 
     def forget(self, id: str | None = None, *, ids: Sequence[str] | None = None,
@@ -221,7 +229,7 @@ class Space:
             raise InvalidArgument("forget needs an id, ids, tags or before", {"field": "id"})
         return int(self._write(
             lambda: self._engine.plan_forget(ids, tags=tags, before=before, request_id=request_id),
-            request_id,
+            request_id, int,
         ))
 
     def link(self, source: str, target: str, weight: float = 1.0, kind: str = "related", *,
@@ -230,18 +238,24 @@ class Space:
         return self._write(  # type: ignore[no-any-return]
             lambda: self._engine.plan_link(source, target, weight, kind, now=self._clock.time(),
                                            request_id=request_id),
-            request_id,
+            request_id, Link,
         )
 
-    def _write(self, plan: Callable[[], Any], request_id: str | None) -> Any:
+    def _write(self, plan: Callable[[], Any], request_id: str | None, result_type: type) -> Any:
+        """Plan, log, apply, commit; or the first result of ``request_id`` (of ``result_type``:
+        a request id reused for another kind of write is an error, not that write's result)."""
         self._check_open()
         if request_id is not None:
             if not isinstance(request_id, str) or not 1 <= len(request_id) <= 200:
                 raise InvalidArgument("request_id must be a string of 1-200 characters",
                                       {"field": "request_id"})
             if request_id in self._requests:
+                first = self._requests[request_id]
+                if not isinstance(first, result_type):
+                    raise InvalidArgument(f"request_id {request_id!r} was already used for a different "
+                                          "kind of write", {"field": "request_id"})
                 self._requests.move_to_end(request_id)
-                return self._requests[request_id]
+                return first
         rec = plan()
         seq = self._append(rec)
         result = self._engine.apply(rec)
