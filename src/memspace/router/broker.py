@@ -27,7 +27,6 @@ a space on first use and hands it admin requests and worker signals.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ class Route:
     suspects: deque[Pending] = field(default_factory=deque)
     probing: bytes | None = None          # ticket of the suspect being re-sent alone
     last_activity: float = 0.0
+    last_sent: float = 0.0                 # last message to the worker (a heartbeat is implied)
     forwarded: int = 0
 
 
@@ -101,8 +101,11 @@ class Router:
         self.rejected: dict[str, int] = {}
         self.accepting = True
         self._tickets = 0
-        self._deadlines: list[tuple[float, int, Pending]] = []
-        self._seq = 0
+        # Deadlines without a heap: requests with the same timeout expire in arrival order, so one
+        # FIFO per distinct timeout suffices (O(1) per request); answered ones are dropped from the
+        # front as they come up.
+        self._by_timeout: dict[float, deque[Pending]] = {}
+        self._unsent: deque[Pending] = deque()   # queued while their space starts (start_timeout_s)
         self.frontend = ctx.socket(zmq.ROUTER)
         self.frontend.setsockopt(zmq.LINGER, 0)
         self.frontend.setsockopt(zmq.SNDHWM, 0)
@@ -173,6 +176,10 @@ class Router:
         now = self.clock()
         timeout = req.timeout_ms / 1000.0 if req.timeout_ms else self.request_timeout_s
         pending = Pending(client, req, now + timeout, now)
+        fifo = self._by_timeout.get(timeout)
+        if fifo is None:
+            fifo = self._by_timeout[timeout] = deque()
+        fifo.append(pending)
         route.last_activity = now
         if route.ready and not route.suspects:
             if len(route.inflight) >= self.queue_limit:
@@ -184,7 +191,7 @@ class Router:
                 self._overloaded(pending, "queued while the space starts")
                 return
             route.queue.append(pending)
-        self._push_deadline(pending)
+            self._unsent.append(pending)
 
     def _overloaded(self, pending: Pending, where: str) -> None:
         err = Overloaded(f"space {pending.req.space}: more than {self.queue_limit} requests {where}",
@@ -206,6 +213,7 @@ class Router:
         pending.ticket = ticket
         route.inflight[ticket] = pending
         route.forwarded += 1
+        route.last_sent = self.clock()
         return True
 
     def reply(self, client: bytes, frames: list[bytes]) -> None:
@@ -332,50 +340,68 @@ class Router:
         except zmq.ZMQError:
             return False
 
-    def heartbeat(self, spaces: list[str]) -> None:
+    def heartbeat(self, spaces: list[str], quiet_for: float = 0.0) -> None:
+        """Tell workers the router is alive; a worker that got a request within ``quiet_for``
+        seconds already knows."""
         frames = wire.encode_heartbeat()
+        now = self.clock()
         for space in spaces:
+            route = self.routes.get(space)
+            if route is not None and quiet_for and now - route.last_sent < quiet_for:
+                continue
             try:
                 self.backend.send_multipart([space.encode(), *frames])
             except zmq.ZMQError:
-                pass
+                continue
+            if route is not None:
+                route.last_sent = now
 
     # -- time --------------------------------------------------------------------------------
 
-    def _push_deadline(self, pending: Pending) -> None:
-        self._seq += 1
-        heapq.heappush(self._deadlines, (min(pending.deadline, pending.queued_at + self.start_timeout_s),
-                                         self._seq, pending))
-
     def next_deadline(self) -> float | None:
-        while self._deadlines and self._deadlines[0][2].done:
-            heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+        """When :meth:`expire` next has something to do (None: nothing is waiting)."""
+        soonest: float | None = None
+        for fifo in self._by_timeout.values():
+            while fifo and fifo[0].done:
+                fifo.popleft()
+            if fifo and (soonest is None or fifo[0].deadline < soonest):
+                soonest = fifo[0].deadline
+        unsent = self._unsent
+        while unsent and (unsent[0].done or unsent[0].ticket):
+            unsent.popleft()
+        if unsent:
+            at = unsent[0].queued_at + self.start_timeout_s
+            soonest = at if soonest is None else min(soonest, at)
+        return soonest
 
     def expire(self) -> None:
-        """Answer requests whose time is up: past their own deadline (DEADLINE_EXCEEDED, a late
+        """Answer requests whose time is up: past their own deadline (DEADLINE_EXCEEDED; a late
         reply is dropped), or never sent because their space did not become ready within
         start_timeout_s (SPACE_UNAVAILABLE). Answered requests left in a queue are skipped later."""
         now = self.clock()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, pending = heapq.heappop(self._deadlines)
-            if pending.done:
-                continue
-            route = self.routes.get(pending.req.space)
-            if now >= pending.deadline:
+        for fifo in self._by_timeout.values():
+            while fifo and (fifo[0].done or fifo[0].deadline <= now):
+                pending = fifo.popleft()
+                if pending.done:
+                    continue
+                route = self.routes.get(pending.req.space)
                 if route is not None and route.inflight.pop(pending.ticket, None) is not None \
                         and route.probing == pending.ticket:
                     route.probing = None
                     self._flush(route)
                 self._answer_error(pending, _deadline(pending))
-            elif not pending.ticket and route is not None and not route.ready:
-                self._answer_error(pending, SpaceUnavailable(
-                    f"space {pending.req.space} did not become ready within {self.start_timeout_s:g} s",
-                    {"retry_after_s": 1, "space": pending.req.space}))
-            else:
-                # sent, or suspect of a crash: only its own deadline applies from here
-                self._seq += 1
-                heapq.heappush(self._deadlines, (pending.deadline, self._seq, pending))
+        unsent = self._unsent
+        limit = now - self.start_timeout_s
+        while unsent and (unsent[0].done or unsent[0].ticket or unsent[0].queued_at <= limit):
+            pending = unsent.popleft()
+            if pending.done or pending.ticket:
+                continue
+            route = self.routes.get(pending.req.space)
+            if route is not None and route.ready:
+                continue   # waiting behind crash suspects: only its own deadline applies now
+            self._answer_error(pending, SpaceUnavailable(
+                f"space {pending.req.space} did not become ready within {self.start_timeout_s:g} s",
+                {"retry_after_s": 1, "space": pending.req.space}))
 
     # -- bookkeeping -------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ from memspace.storage.wal import Wal
 log = logging.getLogger("memspace.storage.space")
 
 FORMAT_VERSION = 1
+#: Buffered reinforcement records are handed to the OS once they reach this size.
+TOUCH_FLUSH_BYTES = 256 * 1024
 #: Results of this many most recent request ids are kept for idempotent retries.
 REQUEST_CACHE_SIZE = 100_000
 
@@ -127,6 +129,7 @@ class Space:
         self._new_id = id_factory
         self._lock_fd = lock_fd
         self._group_depth = 0
+        self._unsynced_writes = False   # a write waits for commit (touches alone never force an fsync)
         self._closed = False
         self._requests: OrderedDict[str, Any] = OrderedDict()
         self._checkpoint_lsn = 0
@@ -258,6 +261,7 @@ class Space:
                 return first
         rec = plan()
         seq = self._append(rec)
+        self._unsynced_writes = True
         result = self._engine.apply(rec)
         if self._on_record is not None:
             self._on_record(seq, rec)
@@ -274,6 +278,16 @@ class Space:
             self._fail(e)
 
     def _commit(self) -> None:
+        if not self._unsynced_writes:
+            # only reinforcement (TOUCH) records since the last commit: nobody waits on them;
+            # hand them to the OS once enough accumulate, never pay an fsync for them
+            if self._wal.buffered_bytes >= TOUCH_FLUSH_BYTES:
+                try:
+                    self._wal.flush()
+                except OSError as e:
+                    self._fail(e)
+            return
+        self._unsynced_writes = False
         start = time.perf_counter()
         try:
             synced = self._wal.commit()
@@ -335,6 +349,8 @@ class Space:
             self._engine.apply(touch)
             if self._on_record is not None:
                 self._on_record(seq, touch)
+            if self._group_depth == 0:
+                self._commit()
         return hits
 
     def count(self, tier: str | None = None) -> int:
@@ -444,6 +460,11 @@ class Space:
     def _check_open(self) -> None:
         if self._closed:
             raise SpaceUnavailable(f"space {self.path} is closed", {"path": str(self.path)})
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record (cheap: no statistics gathered)."""
+        return self._wal.last_seq
 
     @property
     def checkpoint_lsn(self) -> int:

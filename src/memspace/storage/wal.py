@@ -339,6 +339,17 @@ class Wal:
             return True
         return False
 
+    def flush(self) -> None:
+        """Hand buffered records to the OS without an fsync (they survive a crash of this
+        process, not of the machine). For records nobody waits on, e.g. recall reinforcement."""
+        self._check_usable()
+        self._write()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes appended but not yet handed to the OS."""
+        return sum(len(chunk.buf) for chunk in self._pending)
+
     def sync(self) -> None:
         """Write the buffer and fsync, whatever the policy (checkpoints, close, interval timers)."""
         self._check_usable()

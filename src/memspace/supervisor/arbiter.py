@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
@@ -41,6 +42,9 @@ from memspace.supervisor.spawner import ForkServerSpawner, Spawner
 
 log = logging.getLogger("memspace.arbiter")
 
+#: Workers started per loop step at most: a burst of first requests for many spaces must not
+#: stall routing (and heartbeats) for the spaces already running.
+SPAWNS_PER_STEP = 4
 #: ipc:// paths are limited to ~107 bytes by the kernel's sockaddr_un.
 _MAX_IPC_PATH = 100
 
@@ -153,6 +157,11 @@ class Arbiter:
         signal.set_wakeup_fd(self._wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._record_signal)
+        self._exits = select.epoll()
+        self._watched: dict[int, int] = {}
+        self._poller = zmq.Poller()
+        for item in (self.router.frontend, self.router.backend, self._wake_r, self._exits.fileno()):
+            self._poller.register(item, zmq.POLLIN)
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)     # handlers only record; the loop dispatches
@@ -172,36 +181,53 @@ class Arbiter:
 
     def step(self, max_wait: float = 1.0) -> None:
         events = self.wait(max_wait)
-        self.dispatch_signals()
+        if self._wake_r in events:
+            self.dispatch_signals()
         if self.router.backend in events:
             self.router.handle_backend()
         if self.router.frontend in events:
             self.router.handle_frontend()
-        self.reap(events)
+        if self._exits.fileno() in events:
+            self.reap()
+        self.sup.spawn_budget = SPAWNS_PER_STEP
+        self.sup.start_deferred()
         self.tick()
 
     def wait(self, max_wait: float) -> dict[Any, int]:
-        poller = self._poller
-        gateways = self.gateways.sentinels() if self.gateways is not None else {}
-        version = (self.sup.sentinel_version, tuple(gateways))
-        if poller is None or self._polled != version:
-            poller = self._poller = zmq.Poller()
-            poller.register(self.router.frontend, zmq.POLLIN)
-            poller.register(self.router.backend, zmq.POLLIN)
-            poller.register(self._wake_r, zmq.POLLIN)
-            for sentinel in (*self.sup.by_sentinel, *gateways):
-                poller.register(sentinel, zmq.POLLIN)
-            self._polled = version
+        """Poll a fixed set: two sockets, the signal pipe, and one epoll descriptor that becomes
+        readable when any worker or gateway exits (so the cost does not grow with workers)."""
+        self._sync_exit_watch()
         now = self.clock.monotonic()
         wake = now + max_wait
         for when in (self.sup.next_timer(), self.router.next_deadline(), self._next_tick):
-            if when is not None:
-                wake = min(wake, when)
-        return dict(poller.poll(max(0.0, wake - now) * 1000.0))
+            if when is not None and when < wake:
+                wake = when
+        return dict(self._poller.poll(max(0.0, wake - now) * 1000.0))
+
+    def _sync_exit_watch(self) -> None:
+        gateways = self.gateways.sentinels() if self.gateways is not None else {}
+        version = (self.sup.sentinel_version, tuple(gateways))
+        if version == self._watched_version:
+            return
+        # fd -> pid of its process: a closed sentinel's number is reused by the next spawn, and
+        # closing it already removed it from the epoll set, so compare processes, not numbers
+        wanted = {fd: slot.handle.pid for fd, slot in self.sup.by_sentinel.items() if slot.handle is not None}
+        wanted.update({fd: gw.process.pid for fd, gw in gateways.items()})
+        for fd, owner in self._watched.items():
+            if wanted.get(fd) != owner:
+                with contextlib.suppress(OSError, ValueError):
+                    self._exits.unregister(fd)
+        for fd, owner in wanted.items():
+            if self._watched.get(fd) != owner:
+                try:
+                    self._exits.register(fd, select.EPOLLIN)
+                except FileExistsError:
+                    self._exits.modify(fd, select.EPOLLIN)
+        self._watched = wanted
+        self._watched_version = version
 
     _next_tick = 0.0
-    _poller: zmq.Poller | None = None
-    _polled: Any = None
+    _watched_version: Any = None
 
     def dispatch_signals(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -227,12 +253,14 @@ class Arbiter:
     def handle_sighup(self) -> None:
         log.info("SIGHUP: nothing to reload; configuration changes need a restart")
 
-    def reap(self, events: dict[Any, int]) -> None:
-        for sentinel in [s for s in self.sup.by_sentinel if s in events]:
+    def reap(self) -> None:
+        """Handle every exited worker or gateway (their sentinels are readable)."""
+        ready = {fd for fd, _ in self._exits.poll(0)}
+        for sentinel in [s for s in self.sup.by_sentinel if s in ready]:
             self.sup.reap(sentinel)
         if self.gateways is not None:
             for sentinel, gateway in self.gateways.sentinels().items():
-                if sentinel in events:
+                if sentinel in ready:
                     self.gateways.exited(gateway, self._stopping)
 
     def tick(self) -> None:
@@ -241,7 +269,7 @@ class Arbiter:
         now = self.clock.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + min(1.0, self.cfg["heartbeat_s"])
-            self.router.heartbeat(self.sup.live_spaces())
+            self.router.heartbeat(self.sup.live_spaces(), quiet_for=self.cfg["heartbeat_s"])
             self.sup.check_heartbeats()
             if not self._stopping:
                 self.sup.hibernate_idle()
@@ -275,6 +303,7 @@ class Arbiter:
         self.ctx = None
         self.registry.close()
         signal.set_wakeup_fd(-1)
+        self._exits.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

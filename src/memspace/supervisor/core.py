@@ -90,6 +90,8 @@ class Supervisor:
         self.by_sentinel: dict[int, Slot] = {}
         self.sentinel_version = 0                   # bumped when by_sentinel changes (poll set)
         self.waiting: deque[str] = deque()          # spaces waiting for a free worker slot
+        self.deferred: deque[str] = deque()         # spaces to spawn in a later loop step
+        self.spawn_budget = float("inf")            # spawns allowed this loop step (the arbiter sets it)
         self.shutting_down = False
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_seq = 0
@@ -102,10 +104,13 @@ class Supervisor:
     def _set(self, slot: Slot, new: State, reason: str) -> None:
         event = Transition(slot.space, slot.state, new, reason, self.clock.time())
         self.events.emit(event)          # raises IllegalTransition before anything changes
-        slot.state = new
-        if new is not State.DELETING or slot.record.tombstoned_at is None:
+        old, slot.state = slot.state, new
+        # Only FAILED outlives a restart of the server (it needs an operator); every other state
+        # describes a process that will not exist then. Writing just those keeps sqlite commits off
+        # the spawn path. (DELETING is recorded by the registry's tombstone.)
+        if new is State.FAILED or old is State.FAILED:
             try:
-                self.registry.set_state(slot.space, new)
+                self.registry.set_state(slot.space, new if new is State.FAILED else State.REGISTERED)
             except MemspaceError as e:   # row already removed (deletion finished)
                 log.debug("registry state of %s not updated: %s", slot.space, e)
 
@@ -151,8 +156,13 @@ class Supervisor:
             slot.restart_after_exit = True
 
     def start(self, slot: Slot, reason: str) -> None:
-        """Spawn the space's worker now, or as soon as a worker slot is free."""
+        """Spawn the space's worker now, or as soon as a worker slot is free (or, in a burst of
+        activations, in a later loop step: ``spawn_budget`` per step)."""
         if slot.handle is not None or slot.space in self.waiting:
+            return
+        if self.spawn_budget <= 0:
+            if slot.space not in self.deferred:
+                self.deferred.append(slot.space)
             return
         if self.active() >= self.cfg["max_active_workers"]:
             victim = self._lru_victim(exclude=slot.space)
@@ -162,12 +172,20 @@ class Supervisor:
             return
         self._spawn(slot, reason)
 
+    def start_deferred(self) -> None:
+        """Start spaces deferred by an earlier step's burst, within this step's budget."""
+        while self.deferred and self.spawn_budget > 0:
+            slot = self.slots.get(self.deferred.popleft())
+            if slot is not None and slot.handle is None and slot.state in (
+                    State.REGISTERED, State.HIBERNATED, State.STOPPED, State.BACKOFF, State.FAILED):
+                self.start(slot, "deferred start")
+
     def _spawn(self, slot: Slot, reason: str) -> None:
         now = self.clock.monotonic()
-        try:
-            slot.generation = self.registry.bump_generation(slot.space)
-        except MemspaceError:
-            slot.generation += 1
+        self.spawn_budget -= 1
+        # the generation tells this incarnation's messages from a predecessor's; it only needs to
+        # be unique while this server runs (workers never outlive it)
+        slot.generation += 1
         record = slot.record
         spec = WorkerSpec(
             space_id=slot.space,
@@ -427,6 +445,7 @@ class Supervisor:
         """Drain every worker; BACKOFF spaces stop. :meth:`finished` says when all are gone."""
         self.shutting_down = True
         self.waiting.clear()
+        self.deferred.clear()
         for slot in list(self.slots.values()):
             if slot.handle is not None:
                 if slot.state in (State.READY, State.DRAINING):

@@ -32,6 +32,13 @@ PRELOAD = [
     "memspace.engine.embedder",
     "memspace.storage.space",
     "memspace.worker.main",
+    "memspace.storage.walcheck",
+    "memspace.storage.repair",
+    "memspace.logs",
+    "setproctitle",
+    # a `memspace` console script is re-imported in each child as its main module; with the CLI
+    # already imported here that costs nothing
+    "memspace.cli",
     "memspace.supervisor.forkserver_preload",
 ]
 

@@ -53,6 +53,8 @@ EXIT_ROUTER_LOST = 5       # the router stopped answering: nobody to serve
 EXIT_BUG = 70              # an unexpected exception while serving (EX_SOFTWARE)
 
 MAX_BATCH = 256
+#: A heartbeat carries full statistics at least every this many beats (and whenever the WAL grew).
+FULL_INFO_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class Worker:
         next_heartbeat = now + heartbeat
         router_seen = now
         drain_reason: str | None = None
+        beats, reported_seq = 0, space.last_seq
         while True:
             wait = next_heartbeat - now
             due = space.sync_due()
@@ -230,7 +233,13 @@ class Worker:
             if due is not None and due <= 0:
                 space.sync()
             if now >= next_heartbeat:
-                sock.send_multipart(wire.encode_heartbeat(self._info("ready")))
+                # full statistics when something changed or every few beats; otherwise a bare beat
+                beats += 1
+                if space.last_seq != reported_seq or beats % FULL_INFO_EVERY == 0:
+                    reported_seq = space.last_seq
+                    sock.send_multipart(wire.encode_heartbeat(self._info("ready")))
+                else:
+                    sock.send_multipart(wire.encode_heartbeat({"generation": self.spec.generation}))
                 next_heartbeat = now + heartbeat
             if sock not in events and now - router_seen > router_timeout:
                 log.error("router silent for %.1f s; exiting", now - router_seen)
