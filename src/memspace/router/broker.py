@@ -38,6 +38,7 @@ from memspace import wire
 from memspace.errors import MemspaceError, Overloaded, SpaceRequired, SpaceUnavailable
 from memspace.ids import is_valid_space_id
 from memspace.metrics import RequestMetrics
+from memspace.zmqutil import has_input, send_frames
 
 log = logging.getLogger("memspace.router")
 
@@ -131,11 +132,11 @@ class Router:
 
     def handle_frontend(self, limit: int = 1000) -> None:
         """Take up to ``limit`` waiting client messages."""
+        sock = self.frontend
         for _ in range(limit):
-            try:
-                msg = self.frontend.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(sock):
                 return
+            msg = sock.recv_multipart()
             client, frames = msg[0], msg[1:]
             try:
                 req = wire.split_client_request(frames, max_bytes=self.max_bytes)
@@ -202,7 +203,7 @@ class Router:
         self._tickets += 1
         ticket = wire.make_ticket(self._tickets)
         try:
-            self.backend.send_multipart([route.space.encode(), *wire.to_worker(ticket, pending.req)])
+            send_frames(self.backend, [route.space.encode(), *wire.to_worker(ticket, pending.req)])
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
                 raise
@@ -218,7 +219,7 @@ class Router:
 
     def reply(self, client: bytes, frames: list[bytes]) -> None:
         try:
-            self.frontend.send_multipart([client, *frames])
+            send_frames(self.frontend, [client, *frames])
         except zmq.ZMQError as e:   # client gone: nothing to tell it
             log.debug("reply to vanished client dropped: %s", e)
 
@@ -230,11 +231,11 @@ class Router:
     # -- workers -----------------------------------------------------------------------------
 
     def handle_backend(self, limit: int = 1000) -> None:
+        sock = self.backend
         for _ in range(limit):
-            try:
-                msg = self.backend.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not has_input(sock):
                 return
+            msg = sock.recv_multipart()
             space = msg[0].decode("ascii", "replace")
             frames = msg[1:]
             try:

@@ -38,6 +38,7 @@ import zmq
 from memspace import config as config_mod
 from memspace import wire
 from memspace.errors import MemspaceError, StorageError
+from memspace.zmqutil import has_input, send_frames
 from memspace.storage import fsutil
 from memspace.testing import faults
 from memspace.storage.space import Space, open_space
@@ -252,11 +253,8 @@ class Worker:
         assert self.space is not None
         space = self.space
         batch: list[list[bytes]] = []
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(sock.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        while len(batch) < MAX_BATCH and has_input(sock):
+            batch.append(sock.recv_multipart())
         replies: list[list[bytes]] = []
         drain: str | None = None
         try:
@@ -281,7 +279,7 @@ class Worker:
             log.critical("WAL commit failed: %s; exiting without acknowledging", e)
             os._exit(EXIT_STORAGE_FAILURE)
         for reply in replies:
-            sock.send_multipart(reply)
+            send_frames(sock, reply)
         return drain
 
     def _handle_request(self, frames: list[bytes]) -> list[bytes] | None:
