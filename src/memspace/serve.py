@@ -52,6 +52,7 @@ def gateway_main(name: str, cfg_values: dict[str, Any], router_endpoint: str, ev
     except ImportError:  # pragma: no cover
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches `memspace serve`, which stops us
+    _stop_with_parent()
 
     def report(url: str) -> None:
         conn.send(url)
@@ -59,6 +60,20 @@ def gateway_main(name: str, cfg_values: dict[str, Any], router_endpoint: str, ev
 
     serve_fn: Callable[..., None] = getattr(importlib.import_module(module), func)
     serve_fn(cfg, router_endpoint, events_endpoint, bind, report)
+
+
+def _stop_with_parent() -> None:
+    """Get SIGTERM (a graceful stop) if ``memspace serve`` dies, even by SIGKILL: a gateway left
+    behind would keep its port and block the next start."""
+    import ctypes
+    import os
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() == 1:   # the parent died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass(eq=False)

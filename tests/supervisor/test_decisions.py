@@ -257,3 +257,43 @@ def test_stale_generation_signals_are_ignored(world):
     sup.activate("alpha")
     sup.on_signal("alpha", Signal(MsgType.READY, {"generation": 999}))
     assert sup.slots["alpha"].state is State.STARTING
+
+
+def test_busy_worker_gets_the_request_deadline_before_it_counts_as_hung(world):
+    sup, spawner, clock, _ = world
+    sup.activate("alpha")
+    ready(sup, "alpha")
+    handle = sup.slots["alpha"].handle
+    sup.router.busy_spaces = {"alpha"}            # a long request is in flight
+    clock.advance(10.0)
+    sup.check_heartbeats()
+    assert handle.process.signals == []
+    clock.advance(sup.cfg["request_timeout_s"])
+    sup.check_heartbeats()
+    assert handle.process.signals == [signal.SIGTERM]
+
+
+def test_hung_worker_that_exits_cleanly_on_sigterm_still_counts_as_a_crash(world):
+    sup, spawner, clock, seen = world
+    sup.activate("alpha")
+    ready(sup, "alpha")
+    handle = sup.slots["alpha"].handle
+    clock.advance(3.5)
+    sup.check_heartbeats()
+    sup.on_signal("alpha", Signal(MsgType.BYE, {"generation": handle.generation}))
+    spawner.exit(handle, 0)
+    sup.reap(handle.sentinel)
+    assert sup.slots["alpha"].state is State.BACKOFF
+    assert sup.slots["alpha"].restart_reasons == {"hung": 1}
+
+
+def test_worker_that_drains_on_its_own_is_stopped_not_an_illegal_move(world):
+    sup, spawner, clock, seen = world
+    sup.activate("alpha")
+    ready(sup, "alpha")
+    handle = sup.slots["alpha"].handle
+    sup.on_signal("alpha", Signal(MsgType.BYE, {"generation": handle.generation}))
+    spawner.exit(handle, 0)
+    sup.reap(handle.sentinel)
+    assert sup.slots["alpha"].state is State.STOPPED
+    assert states(seen, "alpha")[-2:] == [("READY", "DRAINING"), ("DRAINING", "STOPPED")]

@@ -17,7 +17,7 @@ proportional to their number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,53 @@ class HotTier:
             self.changed[memory_id] = None
         return r
 
+    def extend(
+        self, ids: Sequence[str], embeddings: npt.ArrayLike, confidence: npt.ArrayLike, created_at: npt.ArrayLike,
+        last_access: npt.ArrayLike, access_count: npt.ArrayLike, content: Sequence[str | None],
+        tags: Sequence[tuple[str, ...]], metadata: Sequence[dict[str, Any]], links: Sequence[dict[str, Link]],
+    ) -> None:
+        """Append new memories as the next rows, in order: the state ``insert`` leaves, row by
+        row, except that row i's links are given as the ``target -> Link`` dict ``links[i]``.
+        ``links[i]`` and ``metadata[i]`` are taken over, not copied. The array columns may be
+        scalars (the same value for every row).
+
+        For bulk loads (snapshot restore, WAL replay): one array write per column instead of
+        one per row. The ids must be distinct and not hot; nothing is checked.
+        """
+        n0 = len(self.ids)
+        n1 = n0 + len(ids)
+        if n1 > self._emb.shape[0]:
+            self._grow(max(2 * self._emb.shape[0], n1))
+        self._emb[n0:n1] = embeddings
+        self._conf[n0:n1] = confidence
+        self._created[n0:n1] = created_at
+        self._last[n0:n1] = last_access
+        self._count[n0:n1] = access_count
+        self.ids.extend(ids)
+        self.content.extend(content)
+        self.tags.extend(tags)
+        self.metadata.extend(metadata)
+        self.links.extend(links)
+        self.row.update(zip(ids, range(n0, n1)))
+        tag_rows = self.tag_rows
+        inbound = self.inbound
+        for r, (memory_id, row_tags, row_links) in enumerate(zip(ids, tags, links), n0):
+            for t in row_tags:
+                rows = tag_rows.get(t)
+                if rows is None:
+                    tag_rows[t] = {r}
+                else:
+                    rows.add(r)
+            for target in row_links:
+                sources = inbound.get(target)
+                if sources is None:
+                    inbound[target] = {memory_id}
+                else:
+                    sources.add(memory_id)
+            self.link_count += len(row_links)
+        if self.changed is not None:
+            self.changed.update(dict.fromkeys(ids))
+
     def insert_memory(self, m: Memory) -> int:
         return self.insert(m.id, m.embedding, m.confidence, m.created_at, m.last_access, m.access_count,
                            m.content, m.tags, m.metadata, m.links)
@@ -175,6 +222,21 @@ class HotTier:
             self.link_count += 1
         links[link.target] = link
         self.inbound.setdefault(link.target, set()).add(source)
+
+    def link_into(self, target: str, sources: Sequence[tuple[dict[str, Link], str, Link]]) -> None:
+        """``set_link(source, link)`` for links into one ``target``, each given with the source's
+        link dict (``links[row[source]]``), for bulk loads that looked the rows up already."""
+        added = 0
+        for held, _, link in sources:
+            if target not in held:
+                added += 1
+            held[target] = link
+        self.link_count += added
+        inbound = self.inbound.get(target)
+        if inbound is None:
+            self.inbound[target] = {source for _, source, _ in sources}
+        else:
+            inbound.update([source for _, source, _ in sources])
 
     def drop_links_to(self, target: str) -> None:
         """Remove every hot memory's link to ``target`` (it was forgotten)."""

@@ -283,3 +283,34 @@ def _decode_remember(meta: dict[str, Any], payload: bytes | memoryview, start: i
     if at != flat.shape[0]:
         raise ValueError(f"{flat.shape[0] * 4} embedding bytes for {at // max(dim, 1)} rows of {dim} float32")
     return Remember(tuple(entries), meta["rid"])
+
+
+def peek_stores(payload: bytes | memoryview) -> tuple[Any, list[dict[str, Any]], memoryview, int] | None:
+    """The parts of a REMEMBER payload whose entries are all stores, for bulk replay:
+    ``(request id, entry objects as parsed, embedding bytes, dim)``.
+
+    None when the payload is anything else or its framing is off (wrong lengths, a meta
+    that is not an object, a non-store entry): :func:`decode` then handles it, errors
+    included. Only the framing is checked here; the entries' values are the caller's to
+    check, as :func:`decode` would use them.
+    """
+    try:
+        (meta_len,) = _U32.unpack_from(payload, 0)
+        end = 4 + meta_len
+        if end > len(payload):
+            return None
+        meta = orjson.loads(payload[4:end])
+        if type(meta) is not dict:
+            return None
+        rid, dim, entries = meta["rid"], meta["dim"], meta["entries"]
+    except (KeyError, struct.error, orjson.JSONDecodeError):
+        return None
+    if type(dim) is not int or dim <= 0 or type(entries) is not list or not entries:
+        return None
+    for e in entries:
+        if type(e) is not dict or e.get("op") != "store":
+            return None
+    vectors = memoryview(payload)[end:]
+    if vectors.nbytes != 4 * dim * len(entries):
+        return None
+    return rid, entries, vectors, dim

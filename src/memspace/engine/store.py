@@ -11,7 +11,8 @@ Every write is planned, then applied::
 QuotaExceeded) naming the offending field and leave the engine untouched.
 ``apply`` never raises for a record a plan produced; applied to the same
 starting state, the same records give the same state, so recovery is
-``engine.apply(records.decode(type, payload))`` per logged record. A record
+``engine.apply(records.decode(type, payload))`` per logged record
+(``engine.replay(logged)`` does exactly that, in bulk: :mod:`.replay`). A record
 that no longer fits is applied as far as it fits: a merge, link or touch of a
 memory that is gone is skipped; an update of one stores it again (the record
 holds the whole memory).
@@ -30,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
@@ -59,6 +60,7 @@ from memspace.engine.model import (
 )
 from memspace.engine.policy import Demotion, choose_demotions
 from memspace.engine.remember import plan_entries
+from memspace.engine.replay import Logged, gc_paused, replay_records
 from memspace.engine.spreading import DEFAULT_DEPTH, MAX_DEPTH
 from memspace.engine.tiers import TierStore
 from memspace.engine.validate import invalid
@@ -326,6 +328,24 @@ class Engine:
             return None
         raise TypeError(f"not a record: {type(rec).__name__}")
 
+    def replay(self, logged: Iterable[Logged], *, on_result: Callable[[str, Any], None] | None = None,
+               on_record: Callable[[int, records.Record], None] | None = None) -> int:
+        """Apply logged records (``seq``, ``type``, ``payload``: a WAL's records) in order and
+        return how many; the state is that of ``apply(records.decode(type, payload))`` for each,
+        reached in bulk (see :mod:`.replay`).
+
+        Per record, in order: ``on_record(seq, record)`` with the decoded record (decoded only
+        for this hook), then ``on_result(request_id, result)`` if it carries a request id,
+        ``result`` being what ``apply`` returns. The hooks may see a record before the hot tier
+        shows it. A payload that cannot be decoded raises ``RecordFormatError``, and an
+        exception from a hook propagates, with every record up to it applied and none after.
+        """
+        lower = [t for t in (self.warm, self.cold) if t is not None]
+        try:
+            return replay_records(logged, self._hot, lower, self.apply, on_result, on_record)
+        finally:
+            self._membership += 1
+
     def _apply_entry(self, e: records.Entry) -> RememberResult:
         hot = self._hot
         if isinstance(e, records.MergeEntry):
@@ -516,13 +536,18 @@ class Engine:
             raise InvalidArgument(f"snapshot version {meta.get('version')} / dimension {meta.get('dimension')} "
                                   f"does not match {SNAPSHOT_VERSION} / {settings.dimension}", {"field": "snapshot"})
         engine = cls(settings, limits=limits, embedder=embedder, warm=warm, cold=cold, ann_threshold=ann_threshold)
-        hot = engine._hot = HotTier(settings.dimension, capacity=max(len(meta["ids"]), 256))
-        emb, conf = arrays["embeddings"], arrays["confidence"]
-        created, last, count = arrays["created_at"], arrays["last_access"], arrays["access_count"]
-        for r, memory_id in enumerate(meta["ids"]):
-            links = (Link(t, w, k) for t, w, k in meta["links"][r])
-            hot.insert(memory_id, emb[r], float(conf[r]), float(created[r]), float(last[r]), int(count[r]),
-                       meta["content"][r], tuple(meta["tags"][r]), meta["metadata"][r], links)
+        ids = list(meta["ids"])
+        n = len(ids)
+        columns = [meta[c] for c in ("content", "tags", "metadata", "links")]
+        columns += [arrays[c] for c in ("embeddings", "confidence", "created_at", "last_access", "access_count")]
+        if any(len(c) < n for c in columns):
+            raise InvalidArgument(f"snapshot has {n} ids but shorter columns", {"field": "snapshot"})
+        hot = engine._hot = HotTier(settings.dimension, capacity=max(n, 256))
+        with gc_paused():  # about ten objects per memory, none in a cycle (see replay.gc_paused)
+            links = [{t: Link(t, w, k) for t, w, k in row} for row in meta["links"][:n]]
+            hot.extend(ids, arrays["embeddings"][:n], arrays["confidence"][:n], arrays["created_at"][:n],
+                       arrays["last_access"][:n], arrays["access_count"][:n], meta["content"][:n],
+                       [tuple(t) for t in meta["tags"][:n]], [dict(m) for m in meta["metadata"][:n]], links)
         return engine
 
 

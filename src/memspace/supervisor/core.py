@@ -284,9 +284,12 @@ class Supervisor:
             slot.last_error = slot.last_error or "boot error"
             log.error("space %s cannot boot: %s", slot.space, slot.last_error)
             self._fail(slot, f"boot error: {slot.last_error}")
-        elif code == 0 and slot.clean_exit or drained:
+        elif (code == 0 and slot.clean_exit or drained) and slot.kill_reason != "hung":
             target = slot.drain_target or State.STOPPED
             self.router.worker_lost(slot.space, crashed=False)
+            if slot.state is State.READY:
+                # it drained by itself (SIGTERM from outside, e.g. to the whole process group)
+                self._set(slot, State.DRAINING, "worker drained on its own")  # READY -> DRAINING
             if slot.state is not target:
                 if target is State.HIBERNATED:
                     self.counters["hibernations"] += 1
@@ -417,9 +420,15 @@ class Supervisor:
         """Kill workers that stopped heartbeating (serving states only: replay may be long)."""
         now = self.clock.monotonic()
         limit = self.cfg["heartbeat_s"] * self.cfg["heartbeat_liveness"]
+        # A worker executing a long request (a big batch into a big space, a checkpoint) cannot
+        # heartbeat; while it has requests in flight it gets their deadline as grace, so only a
+        # worker silent beyond that (or idle and silent) counts as hung.
+        busy_limit = limit + self.cfg["request_timeout_s"]
         for slot in self.slots.values():
-            if slot.handle is not None and slot.state in (State.READY, State.DRAINING) \
-                    and slot.term_at is None and now - slot.last_seen > limit:
+            if slot.handle is None or slot.state not in (State.READY, State.DRAINING) or slot.term_at is not None:
+                continue
+            silent = now - slot.last_seen
+            if silent > limit and (silent > busy_limit or not self.router.busy(slot.space)):
                 log.error("space %s worker (pid %d) missed heartbeats for %.1f s: hung",
                           slot.space, slot.handle.pid, now - slot.last_seen)
                 self._terminate(slot, "hung")
