@@ -6,6 +6,7 @@
     memspace remember|recall|get|forget|link      one space's memories
     memspace events                         tail one space's change feed
     memspace bench                          a small load test
+    memspace diagnose [FILE]                a bundle for a bug report
 
 Global options (before the command): ``--url`` / ``$MEMSPACE_URL`` (default
 ``tcp://127.0.0.1:7079``, the ``zmq:`` endpoint of ``memspace serve``),
@@ -24,7 +25,7 @@ from typing import Any
 
 import typer
 
-from memspace import cli_bench, cli_memory, cli_space, cli_status
+from memspace import cli_bench, cli_diagnose, cli_memory, cli_space, cli_status
 from memspace import config as config_mod
 from memspace.cli_common import DEFAULT_TIMEOUT_S, DEFAULT_URL, EXIT_USAGE, Options
 from memspace.errors import MemspaceError
@@ -90,6 +91,7 @@ cli_status.register(app)
 app.add_typer(cli_space.app, name="space")
 cli_memory.register(app)
 cli_bench.register(app)
+cli_diagnose.register(app)
 
 
 def main(argv: list[str] | None = None) -> Any:
