@@ -42,6 +42,8 @@ def _global(
     space: str | None = typer.Option(None, "--space", "-s", metavar="SPACE",
                                      help="Memory space ($MEMSPACE_SPACE, else config default_space)."),
     json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout, nothing else."),
+    token: str | None = typer.Option(None, "--token", metavar="TOKEN", envvar="MEMSPACE_TOKEN",
+                                     help="Bearer token for a server with auth.mode = token ($MEMSPACE_TOKEN)."),
     timeout: float | None = typer.Option(
         None, "--timeout", metavar="SECONDS", min=0.001, max=86400,
         help=f"Longest wait for one reply ($MEMSPACE_TIMEOUT; default {DEFAULT_TIMEOUT_S:g}); "
@@ -49,7 +51,7 @@ def _global(
 ) -> None:
     """memspace: a memory service for AI agents, one OS process per memory space."""
     ctx.obj = Options(url=url or os.environ.get("MEMSPACE_URL") or DEFAULT_URL, space_flag=space,
-                      json=json, timeout=timeout if timeout is not None else _env_timeout())
+                      json=json, timeout=timeout if timeout is not None else _env_timeout(), token=token)
 
 
 def _env_timeout() -> float:

@@ -72,6 +72,7 @@ class Options:
     space_flag: str | None = None
     json: bool = False
     timeout: float = DEFAULT_TIMEOUT_S
+    token: str | None = None
     _client: Client | None = field(default=None, repr=False)
     _contacted: bool = field(default=False, repr=False)
 
@@ -98,9 +99,9 @@ class Options:
             first_contact(self.url, min(self.timeout, FIRST_CONTACT_S))
             self._contacted = True
         if timeout is not None:
-            return connect(self.url, timeout=timeout, retries=0)
+            return connect(self.url, timeout=timeout, retries=0, token=self.token)
         if self._client is None:
-            self._client = connect(self.url, timeout=self.timeout, retries=0)
+            self._client = connect(self.url, timeout=self.timeout, retries=0, token=self.token)
         return self._client
 
     def close(self) -> None:

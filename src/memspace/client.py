@@ -93,7 +93,7 @@ class ZmqTransport:
     """
 
     def __init__(self, url: str, *, retries: int = 2, max_bytes: int = wire.MAX_MESSAGE_BYTES,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None, token: str | None = None) -> None:
         if not url.startswith(ZMQ_SCHEMES):
             raise InvalidArgument(f"zmq url must start with tcp:// or ipc://, got {url!r}",
                                   {"field": "url"})
@@ -106,6 +106,7 @@ class ZmqTransport:
         self.url = url
         self.retries = retries
         self.max_bytes = max_bytes
+        self.token = token
         self._lock = threading.Lock()
         ctx = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
@@ -123,7 +124,8 @@ class ZmqTransport:
     def call(self, space: str, op: str, body: Mapping[str, Any], request_id: str,
              timeout: float) -> Any:
         frames = wire.encode_request(request_id, space, op, body,
-                                     timeout_ms=_timeout_ms(timeout), max_bytes=self.max_bytes)
+                                     timeout_ms=_timeout_ms(timeout), token=self.token,
+                                     max_bytes=self.max_bytes)
         with self._lock:
             if self._socket.closed:
                 raise InvalidArgument(f"the client for {self.url} is closed", {"url": self.url})
@@ -200,12 +202,13 @@ def _poll_ms(remaining_s: float) -> int:
 
 def connect(url: str, *, timeout: float = 30.0, retries: int = 2,
             max_bytes: int = wire.MAX_MESSAGE_BYTES,
-            context: zmq.Context[Any] | None = None) -> Client:
+            context: zmq.Context[Any] | None = None, token: str | None = None) -> Client:
     """A client for the server at ``url``: ``tcp://host:port`` or ``ipc://path`` (native zmq).
 
     ``timeout`` is the seconds one attempt waits for its reply (also sent to the
     router as the request's deadline); ``retries`` how many times a request is
-    re-sent after a timeout; ``max_bytes`` the largest request or reply accepted.
+    re-sent after a timeout; ``max_bytes`` the largest request or reply accepted;
+    ``token`` the bearer token a server with ``auth.mode = token`` requires.
     Connecting does not contact the server: a missing server shows up as
     DeadlineExceeded on the first call. ``http://`` urls are not supported yet
     (InvalidArgument).
@@ -220,7 +223,7 @@ def connect(url: str, *, timeout: float = 30.0, retries: int = 2,
         raise InvalidArgument(f"unsupported url {url!r}: use tcp://HOST:PORT or ipc://PATH",
                               {"field": "url", "url": url})
     _check_timeout(timeout)
-    return Client(ZmqTransport(url, retries=retries, max_bytes=max_bytes, context=context),
+    return Client(ZmqTransport(url, retries=retries, max_bytes=max_bytes, context=context, token=token),
                   timeout=timeout)
 
 

@@ -176,7 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
       "<data_root>/logs/memspace.log, \"-\" = standard error only."),
     S("auth.mode", str, "none", "none: open on loopback; token: bearer tokens from auth.tokens_file.",
       choices=("none", "token")),
-    S("auth.tokens_file", str, "", "TOML file mapping token hashes to allowed spaces (auth.mode = token)."),
+    S("auth.tokens_file", str, "", "TOML file of [[token]] entries (name, sha256, spaces, admin) for auth.mode = token; "
+      "see docs/operations.md."),
 )
 del S
 

@@ -43,7 +43,7 @@ REQUIRED_PANELS = {
     "Active workers", "Default-space fallbacks",
 }
 #: Environment variables that are not settings but that the CLI, the client or the service files read.
-OTHER_ENV = {"MEMSPACE_CONFIG", "MEMSPACE_URL", "MEMSPACE_SPACE", "MEMSPACE_TIMEOUT", "MEMSPACE_RUN_DIR"}
+OTHER_ENV = {"MEMSPACE_CONFIG", "MEMSPACE_URL", "MEMSPACE_SPACE", "MEMSPACE_TIMEOUT", "MEMSPACE_TOKEN", "MEMSPACE_RUN_DIR"}
 
 
 def documented_metrics() -> dict[str, tuple[str, set[str]]]:

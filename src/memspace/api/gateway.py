@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,18 @@ from memspace.errors import ConflictingSpace, DeadlineExceeded, Internal
 from memspace.ids import validate_space_id
 
 log = logging.getLogger("memspace.gateway")
+
+#: The caller's bearer token for the request being handled (set by each gateway from the
+#: ``Authorization`` header or metadata); the router checks it when ``auth.mode = token``.
+TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("memspace_token", default=None)
+
+
+def bearer(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value (None when absent or another scheme)."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class RouterClient:
@@ -58,7 +71,7 @@ class RouterClient:
         rid = request_id or uuid.uuid4().hex
         limit = self.timeout if timeout is None else timeout
         frames = wire.encode_request(rid, space, op, body, timeout_ms=max(1, int(limit * 1000)),
-                                     max_bytes=self.max_bytes)
+                                     token=TOKEN.get(), max_bytes=self.max_bytes)
         fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         if rid in self._pending:
             # the same idempotency key twice at once: wait for the first call's answer

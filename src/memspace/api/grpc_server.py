@@ -43,7 +43,7 @@ from grpc_reflection.v1alpha import reflection
 
 from memspace import wire
 from memspace.api import grpc_convert as convert
-from memspace.api.gateway import Resolved, RouterClient, resolve_space
+from memspace.api.gateway import TOKEN, Resolved, RouterClient, bearer, resolve_space
 from memspace.api.grpc_feed import Feed
 from memspace.api.pb import SERVICES, generic_handler, pb2
 from memspace.errors import (
@@ -107,6 +107,15 @@ def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     return wrapper
 
 
+
+def set_token(context: Context) -> None:
+    """Pass the caller's ``authorization: Bearer <token>`` metadata on to the router."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            TOKEN.set(bearer(str(value)))
+            return
+    TOKEN.set(None)
+
 class Base:
     """What both services share: the router client, limits and space resolution."""
 
@@ -131,6 +140,7 @@ class Base:
 
     async def call(self, context: Context, space: str, op: str, body: Any = None, *,
                    request_id: str = "", timeout: float | None = None) -> Any:
+        set_token(context)
         try:
             result = await self.rc.call(space, op, body or {}, request_id=request_id or uuid.uuid4().hex,
                                         timeout=self.deadline(context, timeout))
@@ -274,6 +284,7 @@ class MemoriesService(Base):
             space = self.space(request, context)
             if not space:
                 await self.note_fallback(context)
+            set_token(context)
             feed = Feed(self.rc, self.zctx, self.events_endpoint, router_space=space,
                         topic_space=space or self.default_space, after=request.after_seq,
                         lifecycle=not request.data_only, stopping=self.stopping)

@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+import orjson
 import zmq
 
 from memspace import wire
@@ -86,7 +87,7 @@ class Router:
                  clock: Callable[[], float], default_space: str, require_explicit_space: bool,
                  queue_limit: int, request_timeout_s: float, start_timeout_s: float,
                  max_bytes: int, on_fallback: Callable[[bytes], None] | None = None,
-                 local_frontend: str | None = None) -> None:
+                 local_frontend: str | None = None, authorizer: Any = None) -> None:
         self.supervisor = supervisor
         self.clock = clock
         self.default_space = default_space
@@ -96,6 +97,7 @@ class Router:
         self.start_timeout_s = start_timeout_s
         self.max_bytes = max_bytes
         self.on_fallback = on_fallback
+        self.authorizer = authorizer               # memspace.auth.Authorizer when auth.mode = token
         self.routes: dict[str, Route] = {}
         self.metrics = RequestMetrics()
         #: errors answered before a request reached a known space (unknown space, bad frames...)
@@ -146,6 +148,8 @@ class Router:
                 continue
             if req.is_admin:
                 try:
+                    if self.authorizer is not None:
+                        self.authorizer.check(req.meta.get("token"), req.space, req.op)
                     self.supervisor.admin(client, req)
                 except MemspaceError as e:
                     self.reply(client, wire.encode_error(req.request_id, e.code, e.message, e.details))
@@ -166,6 +170,11 @@ class Router:
                 req = req._replace(space=space)
                 if self.on_fallback is not None:
                     self.on_fallback(client)
+            if self.authorizer is not None:
+                self.authorizer.check(req.meta.get("token"), space, req.op)
+                # the worker has no use for the token: do not pass it on
+                meta = {k: v for k, v in req.meta.items() if k != "token"}
+                req = req._replace(meta=meta, raw_meta=orjson.dumps(meta) if meta else b"")
             route = self.routes.get(space)
             if route is None or not route.ready:
                 self.supervisor.activate(space)   # raises SpaceNotFound / SpaceUnavailable

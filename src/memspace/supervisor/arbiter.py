@@ -31,6 +31,7 @@ import zmq
 
 from memspace import config as config_mod
 from memspace.clock import SYSTEM_CLOCK, Clock
+from memspace.auth import Authorizer
 from memspace.ids import DEFAULT_SPACE, is_valid_space_id
 from memspace.router.broker import Router
 from memspace.storage import fsutil
@@ -88,6 +89,7 @@ class Arbiter:
             max_bytes=self.cfg["limits.max_request_bytes"],
             on_fallback=self._on_fallback,
             local_frontend=self._ipc_endpoint("clients.sock"),
+            authorizer=Authorizer.from_config(self.cfg),
         )
         # lifecycle transitions for the gateways' change feeds: [space, orjson event]
         self.publisher = self.ctx.socket(zmq.PUB)

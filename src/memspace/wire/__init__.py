@@ -236,9 +236,9 @@ class Control(NamedTuple):
 
 
 def encode_request(request_id: str, space: str, op: str, body: Mapping[str, Any] | bytes | None, *,
-                   timeout_ms: int | None = None,
+                   timeout_ms: int | None = None, token: str | None = None,
                    max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """Frames a client sends. ``body``: the op's keyword arguments (numpy arrays allowed), or
+    """Frames a client sends. ``token``: the caller's bearer token (``auth.mode = token``). ``body``: the op's keyword arguments (numpy arrays allowed), or
     bytes already holding an orjson object. Raises WireError for a bad id, op or timeout, a
     body that cannot be encoded, or a message over ``max_bytes``."""
     rid = _encode_request_id(request_id)
@@ -250,7 +250,12 @@ def encode_request(request_id: str, space: str, op: str, body: Mapping[str, Any]
     _check_op(op, space, OPS, rid)
     if timeout_ms is not None:
         _check_timeout(timeout_ms, rid)
-    meta = orjson.dumps({"timeout_ms": timeout_ms}) if timeout_ms is not None else b""
+    fields: dict[str, Any] = {}
+    if timeout_ms is not None:
+        fields["timeout_ms"] = timeout_ms
+    if token:
+        fields["token"] = token
+    meta = orjson.dumps(fields) if fields else b""
     frames = [PROTOCOL, _TYPE_FRAME[MsgType.REQUEST], rid, space.encode("ascii"), op.encode(),
               meta, _encode_body(body, "request body")]
     _check_size(frames, max_bytes, "request")
