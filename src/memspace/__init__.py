@@ -47,14 +47,14 @@ if TYPE_CHECKING:
     from memspace.storage.space import Space
 
 
-def open_space(path: Any, dimension: int | None = None, **kwargs: Any) -> "Space":
+def open_space(path: Any, dimension: int | None = None, **kwargs: Any) -> Space:
     """Open (or create) a durable space in directory ``path``; see :class:`memspace.storage.space.Space`."""
     from memspace.storage.space import open_space as _open
 
     return _open(path, dimension=dimension, **kwargs)
 
 
-def connect(url: str, **kwargs: Any) -> "Client":
+def connect(url: str, **kwargs: Any) -> Client:
     """Connect to a running server: ``tcp://``/``ipc://`` (native zmq) or ``http://`` (REST)."""
     from memspace.client import connect as _connect
 
@@ -62,9 +62,30 @@ def connect(url: str, **kwargs: Any) -> "Client":
 
 
 __all__ = [
-    "open_space", "connect", "__version__",
-    "MemspaceError", "InvalidArgument", "InvalidSpaceId", "SpaceRequired", "ConflictingSpace",
-    "PayloadTooLarge", "Unauthenticated", "Forbidden", "NotFound", "SpaceNotFound", "MemoryNotFound",
-    "SpaceExists", "ResourceExhausted", "QuotaExceeded", "RateLimited", "Overloaded", "SpaceUnavailable",
-    "DeadlineExceeded", "PoisonRequest", "Internal", "StorageError", "WalCorruption", "SnapshotCorruption",
+    "ConflictingSpace",
+    "DeadlineExceeded",
+    "Forbidden",
+    "Internal",
+    "InvalidArgument",
+    "InvalidSpaceId",
+    "MemoryNotFound",
+    "MemspaceError",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PoisonRequest",
+    "QuotaExceeded",
+    "RateLimited",
+    "ResourceExhausted",
+    "SnapshotCorruption",
+    "SpaceExists",
+    "SpaceNotFound",
+    "SpaceRequired",
+    "SpaceUnavailable",
+    "StorageError",
+    "Unauthenticated",
+    "WalCorruption",
+    "__version__",
+    "connect",
+    "open_space",
 ]

@@ -85,7 +85,7 @@ class Authorizer:
         self._seen: dict[str, Grant | None] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Authorizer | None":
+    def from_config(cls, cfg: Any) -> Authorizer | None:
         if cfg["auth.mode"] != "token":
             return None
         if not cfg["auth.tokens_file"]:

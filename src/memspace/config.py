@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from memspace.errors import InvalidArgument
 
@@ -216,7 +217,7 @@ class Config(Mapping[str, Any]):
         """Where the value of ``key`` came from: default, a file path, an env var, or override."""
         return self._sources.get(key, "default")
 
-    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
         """A copy with some dotted keys changed (validated like any other source)."""
         values, sources = dict(self._values), dict(self._sources)
         for key, raw in overrides.items():

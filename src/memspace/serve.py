@@ -21,8 +21,9 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from memspace import config as config_mod
 from memspace.logs import configure, log_file

@@ -7,7 +7,7 @@ microseconds per message. These do the same with plain ints.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import zmq
 

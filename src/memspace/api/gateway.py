@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import logging
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ class RouterClient:
             await self._sock.send_multipart(frames)
             # the router answers DEADLINE_EXCEEDED itself at `limit`; the margin covers the trip
             reply = await asyncio.wait_for(fut, limit + 2.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(f"no reply from the router at {self.endpoint} for {op}",
                                    {"op": op, "space": space}) from None
         finally:
@@ -118,6 +119,24 @@ class RouterClient:
                 fut.set_exception(Internal("gateway shutting down"))
         self._sock.close(0)
         self._ctx.term()
+
+
+class OncePerClient:
+    """Remembers the most recent ``size`` clients, so a warning is logged once per client with
+    bounded memory (a client is whatever key the gateway chooses: address + user agent)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[Any, None] = OrderedDict()
+
+    def first_time(self, client: Any) -> bool:
+        if client in self._seen:
+            self._seen.move_to_end(client)
+            return False
+        self._seen[client] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ the idempotency key (empty: a fresh one per call, so that call is not deduplicat
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 import math
@@ -43,7 +42,7 @@ from grpc_reflection.v1alpha import reflection
 
 from memspace import wire
 from memspace.api import grpc_convert as convert
-from memspace.api.gateway import TOKEN, Resolved, RouterClient, bearer, resolve_space
+from memspace.api.gateway import TOKEN, OncePerClient, Resolved, RouterClient, bearer, resolve_space
 from memspace.api.grpc_feed import Feed
 from memspace.api.pb import SERVICES, generic_handler, pb2
 from memspace.errors import (
@@ -124,7 +123,7 @@ class Base:
         self.timeout = float(cfg["request_timeout_s"])
         self.max_request_bytes = int(cfg["limits.max_request_bytes"])
         self.default_space = str(cfg["default_space"])
-        self._warned: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self._warned = OncePerClient(_FALLBACK_CLIENTS)
 
     def check_size(self, request: Any) -> None:
         size = request.ByteSize()
@@ -180,12 +179,8 @@ class Base:
         text = (f"no memory space named (field memory_space_id or metadata {SPACE_METADATA}); "
                 f"used the default space {self.default_space!r}")
         await context.send_initial_metadata((("warning", f'299 memspace "{text}"'),))
-        if client in self._warned:
-            self._warned.move_to_end(client)
+        if not self._warned.first_time(client):
             return
-        self._warned[client] = None
-        if len(self._warned) > _FALLBACK_CLIENTS:
-            self._warned.popitem(last=False)
         log.warning("client %s (%s): %s", client[0], client[1] or "no user agent", text)
 
 

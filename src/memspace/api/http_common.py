@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import Header, Path, Request
 from starlette.responses import Response
 
-from memspace.api.gateway import Resolved, RouterClient
+from memspace.api.gateway import OncePerClient, Resolved, RouterClient
 from memspace.config import Config
 from memspace.errors import ConflictingSpace, InvalidArgument
 from memspace.ids import validate_space_id
@@ -43,7 +42,7 @@ class GatewayState:
         self.hub: Any = None                       # sse.LifecycleHub once started
         self.streams: set[asyncio.Queue[Any]] = set()   # open change feeds, told when we stop
         self.stopping = asyncio.Event()
-        self._warned: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._warned = OncePerClient(WARNED_CLIENTS_MAX)
 
     async def call(self, space: str, op: str, body: Any = None, *, request_id: str | None = None,
                    timeout: float | None = None) -> Any:
@@ -68,12 +67,8 @@ class GatewayState:
             f'299 memspace "no memory space named; used the default space {self.default_space!r}. '
             'Name one with /v1/spaces/{space}/..., the X-Memory-Space header, ?space= or memory_space_id"')
         client = (request.client.host if request.client else "?", request.headers.get("user-agent", ""))
-        if client in self._warned:
-            self._warned.move_to_end(client)
+        if not self._warned.first_time(client):
             return
-        self._warned[client] = None
-        if len(self._warned) > WARNED_CLIENTS_MAX:
-            self._warned.popitem(last=False)
         log.warning("client %s (%s) named no memory space; using the default space %r",
                     client[0], client[1] or "no User-Agent", self.default_space)
 

@@ -9,8 +9,9 @@ snapshots, wire).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,14 +68,14 @@ class SpaceSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SpaceSettings":
+    def from_dict(cls, data: Mapping[str, Any]) -> SpaceSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidArgument(f"unknown space settings: {', '.join(unknown)}", {"fields": unknown})
         return cls(**dict(data))
 
-    def with_changes(self, **changes: Any) -> "SpaceSettings":
+    def with_changes(self, **changes: Any) -> SpaceSettings:
         return replace(self, **changes)
 
 
@@ -103,7 +104,7 @@ class Link:
         return {"target": self.target, "weight": self.weight, "kind": self.kind}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Link":
+    def from_dict(cls, d: Mapping[str, Any]) -> Link:
         return cls(str(d["target"]), float(d["weight"]), str(d.get("kind", DEFAULT_LINK_KIND)))
 
 
@@ -141,7 +142,7 @@ class Memory:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], embedding: Vector | None = None) -> "Memory":
+    def from_dict(cls, d: Mapping[str, Any], embedding: Vector | None = None) -> Memory:
         emb = embedding if embedding is not None else np.asarray(d["embedding"], dtype=np.float32)
         return cls(
             id=str(d["id"]),
@@ -171,7 +172,7 @@ class RememberResult:
         return {"id": self.id, "outcome": self.outcome, "similarity": self.similarity, "links": list(self.links)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RememberResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> RememberResult:
         return cls(str(d["id"]), str(d["outcome"]), d.get("similarity"), tuple(d.get("links", ())))
 
 
@@ -209,7 +210,7 @@ class Hit:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Hit":
+    def from_dict(cls, d: Mapping[str, Any]) -> Hit:
         return cls(
             str(d["id"]), d.get("content"), float(d["score"]), float(d["similarity"]), float(d["activation"]),
             float(d["confidence"]), tuple(d["path"]), tuple(d.get("tags", ())), dict(d.get("metadata") or {}),

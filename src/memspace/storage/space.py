@@ -28,9 +28,10 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import orjson
 
@@ -44,7 +45,7 @@ from memspace.errors import InvalidArgument, SpaceUnavailable, StorageError
 from memspace.ids import new_memory_id
 from memspace.metrics import new_histogram, observe
 from memspace.storage import fsutil
-from memspace.storage.snapshot import load_latest, list_snapshots, write_snapshot
+from memspace.storage.snapshot import list_snapshots, load_latest, write_snapshot
 from memspace.storage.tiers import ColdTier, WarmTier
 from memspace.storage.wal import Wal
 
@@ -479,7 +480,7 @@ class Space:
         """The engine, for read-only inspection in tests and tools."""
         return self._engine
 
-    def __enter__(self) -> "Space":
+    def __enter__(self) -> Space:
         return self
 
     def __exit__(self, *exc: object) -> None:

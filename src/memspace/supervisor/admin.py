@@ -11,17 +11,24 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
 from memspace import wire
 from memspace.engine.model import SpaceSettings
-from memspace.errors import InvalidArgument, MemspaceError, QuotaExceeded, SpaceNotFound, SpaceUnavailable
+from memspace.errors import (
+    InvalidArgument,
+    MemspaceError,
+    QuotaExceeded,
+    SpaceNotFound,
+    SpaceUnavailable,
+)
 from memspace.ids import validate_space_id
 from memspace.metrics import OTHER, LabelGuard, merge_histogram, new_histogram
-from memspace.supervisor.core import LIVE, Slot, Supervisor
+from memspace.supervisor.core import Slot, Supervisor
 from memspace.supervisor.lifecycle import State
 
 log = logging.getLogger("memspace.supervisor.admin")

@@ -30,9 +30,9 @@ import orjson
 import zmq
 
 from memspace import config as config_mod
-from memspace.clock import SYSTEM_CLOCK, Clock
 from memspace.auth import Authorizer
-from memspace.ids import DEFAULT_SPACE, is_valid_space_id
+from memspace.clock import SYSTEM_CLOCK, Clock
+from memspace.ids import is_valid_space_id
 from memspace.router.broker import Router
 from memspace.storage import fsutil
 from memspace.supervisor.admin import Admin

@@ -29,9 +29,10 @@ import os
 import random
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from memspace import config as config_mod
 from memspace.clock import Clock

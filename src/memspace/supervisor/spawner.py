@@ -20,8 +20,9 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 #: Imported once in the fork server, so every worker starts with them loaded.
 PRELOAD = [

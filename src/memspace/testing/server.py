@@ -18,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import psutil
@@ -42,7 +43,7 @@ class ServerProcess:
 
     # -- start / stop ------------------------------------------------------------------------
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self.data_root.parent.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "memspace", "serve", "--data-root", str(self.data_root),
                 "--zmq", "tcp://127.0.0.1:0",
@@ -179,10 +180,10 @@ class ServerProcess:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+    def __exit__(self, exc_type: Any, *rest: object) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.kill()
             return

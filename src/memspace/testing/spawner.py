@@ -9,8 +9,9 @@ as the arbiter would when the real sentinel became readable.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from memspace.supervisor.spawner import WorkerHandle
 

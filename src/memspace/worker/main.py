@@ -38,12 +38,12 @@ import zmq
 from memspace import config as config_mod
 from memspace import wire
 from memspace.errors import MemspaceError, StorageError
-from memspace.zmqutil import has_input, send_frames
 from memspace.storage import fsutil
-from memspace.testing import faults
 from memspace.storage.space import Space, open_space
+from memspace.testing import faults
 from memspace.worker.feed import Feed, Waiter
 from memspace.worker.ops import OPS
+from memspace.zmqutil import has_input, send_frames
 
 log = logging.getLogger("memspace.worker")
 

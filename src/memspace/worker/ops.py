@@ -8,7 +8,8 @@ Writes pass the request id to the space, which makes them idempotent.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from memspace.engine.model import Memory
 from memspace.errors import InvalidArgument
