@@ -192,13 +192,16 @@ def recall_latency(space: Any, matrix: np.ndarray, queries: np.ndarray) -> dict[
     return out
 
 
-def reopen_runs(kind: str, path: Path, reps: int, baseline: str | None) -> dict[str, list[dict[str, Any]]]:
-    """Open ``path`` in fresh processes, ``reps`` times, alternating current and baseline trees."""
+def reopen_runs(kind: str, path: Path, reps: int, baseline: str | None,
+                baseline_path: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Open ``path`` in fresh processes, ``reps`` times, alternating current and baseline trees
+    (the baseline opens ``baseline_path`` if given: a snapshot it wrote in its own format)."""
     runs: dict[str, list[dict[str, Any]]] = {"current": [], "baseline": []}
     for _ in range(reps):
         runs["current"].append(run_child([__file__, "--child", kind, str(path)]))
         if baseline:
-            runs["baseline"].append(run_child([__file__, "--child", kind, str(path)], pythonpath=baseline))
+            runs["baseline"].append(run_child([__file__, "--child", kind, str(baseline_path or path)],
+                                              pythonpath=baseline))
     return runs
 
 
@@ -240,6 +243,11 @@ def ann_vs_exact(exact: Any, ann: Any, matrix: np.ndarray, ids: list[str], queri
 # -- children (fresh processes) ----------------------------------------------------------------------
 
 def child(kind: str, path: Path) -> dict[str, Any]:
+    if kind == "checkpoint":
+        space = memspace.open_space(path, fsync="never", config=bench_config())
+        info = space.checkpoint()
+        space.close()
+        return {"checkpoint_s": info.seconds, "bytes": info.bytes}
     if kind == "open":
         t0 = time.perf_counter()
         space = memspace.open_space(path, fsync="never")
@@ -411,14 +419,21 @@ def run(root: Path, sizes: dict[str, int], args: argparse.Namespace) -> dict[str
     info = space.checkpoint()
     space.close()
     m["checkpoint_s"] = info.seconds
-    snap = details["snapshot"] = reopen_runs("open", snap_dir, sizes["reps"], args.compare_src)
+    base_snap = None
+    if args.compare_src:  # the baseline reopens a snapshot it wrote itself: the formats may differ
+        base_snap = root / "snapshotted-baseline"
+        shutil.copytree(wal_dir, base_snap)
+        details["baseline_checkpoint"] = run_child([__file__, "--child", "checkpoint", str(base_snap)],
+                                                   pythonpath=args.compare_src)
+    snap = details["snapshot"] = reopen_runs("open", snap_dir, sizes["reps"], args.compare_src, base_snap)
     m["snapshot_memories"] = snap["current"][0]["memories"]
     m["snapshot_reopen_s"] = median(snap["current"], "open_s")
     rows = [("current", m["snapshot_memories"], m["snapshot_reopen_s"])]
     if snap["baseline"]:
         base_s = median(snap["baseline"], "open_s")
         rows.append(("baseline", m["snapshot_memories"], base_s))
-        report["baseline"].update(snapshot_reopen_s=base_s, snapshot_speedup=base_s / m["snapshot_reopen_s"])
+        report["baseline"].update(snapshot_reopen_s=base_s, snapshot_speedup=base_s / m["snapshot_reopen_s"],
+                                  checkpoint_s=details["baseline_checkpoint"]["checkpoint_s"])
     print(table(f"reopen from a snapshot (checkpoint took {info.seconds:.2f} s, {info.bytes / 2**20:.0f} MiB)",
                 rows, ("code", "memories", "open s")))
     rss = details["rss"] = {"snapshot": run_child([__file__, "--child", "rss", str(snap_dir)]),

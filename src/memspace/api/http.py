@@ -46,7 +46,7 @@ import memspace
 from memspace.api import http_memories, http_ndjson, metrics_export, sse
 from memspace.api import http_schemas as s
 from memspace.api.gateway import TOKEN, RouterClient, bearer
-from memspace.api.http_common import GatewayState, gateway, idempotency_key, path_space
+from memspace.api.http_common import GatewayState, gateway, idempotency, path_space
 from memspace.api.http_errors import JSON, BodyLimit, envelope, error_response, install
 from memspace.config import Config
 from memspace.errors import Forbidden, MemspaceError, SpaceUnavailable, Unauthenticated
@@ -58,7 +58,7 @@ READY_TIMEOUT_S = 2.0
 
 router = APIRouter(responses=http_memories.ERRORS)
 Space = Annotated[str, Depends(path_space)]
-Key = Annotated[str, Depends(idempotency_key)]
+Key = Annotated[str, Depends(idempotency)]
 Gw = Annotated[GatewayState, Depends(gateway)]
 
 
@@ -264,7 +264,9 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets created with it, and without
+    # it a response written as headers + body waits for the client's delayed ACK (~40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
@@ -280,7 +282,7 @@ def serve_gateway(cfg: Config, router_endpoint: str, events_endpoint: str, bind:
     real_port = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{real_port}"
     app = create_app(cfg, router_endpoint, events_endpoint)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="h11", loop="asyncio",
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="httptools", loop="uvloop",
                             timeout_graceful_shutdown=10, server_header=False)
     server = _Server(config, app.state.gateway, lambda: report(url))
     log.info("HTTP gateway listening on %s (router %s)", url, router_endpoint)

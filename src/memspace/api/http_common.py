@@ -73,7 +73,9 @@ class GatewayState:
                     client[0], client[1] or "no User-Agent", self.default_space)
 
 
-def gateway(request: Request) -> GatewayState:
+# Dependencies are ``async def``: FastAPI runs plain ``def`` ones in its thread pool, two thread
+# hand-offs per request for what is a dictionary lookup.
+async def gateway(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.gateway
     return state
 
@@ -82,7 +84,7 @@ SpacePath = Annotated[str, Path(
     description="Memory space id: 3-64 characters of a-z 0-9 _ -, starting with a letter or digit.")]
 
 
-def path_space(request: Request, space: SpacePath) -> str:
+async def path_space(request: Request, space: SpacePath) -> str:
     """The space of a path-scoped route, validated naming the path. A header or ``?space=``
     that names a *different* space is a client bug: 400 CONFLICTING_SPACE, never a silent pick."""
     chosen = validate_space_id(space, "path")
@@ -101,7 +103,12 @@ IdempotencyHeader = Annotated[str | None, Header(
                 f"and is not applied twice. 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters.")]
 
 
-def idempotency_key(key: IdempotencyHeader = None) -> str:
+async def idempotency(key: IdempotencyHeader = None) -> str:
+    """Dependency form of :func:`idempotency_key`."""
+    return idempotency_key(key)
+
+
+def idempotency_key(key: str | None = None) -> str:
     """The request id of a write: the client's Idempotency-Key, else a fresh uuid4."""
     if key is None:
         return uuid.uuid4().hex

@@ -20,7 +20,7 @@ from memspace.api.http_common import (
     SpaceHeader,
     finish,
     gateway,
-    idempotency_key,
+    idempotency,
     path_space,
 )
 from memspace.api.http_errors import JSON
@@ -41,7 +41,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(responses=ERRORS)
 
 Space = Annotated[str, Depends(path_space)]
-Key = Annotated[str, Depends(idempotency_key)]
+Key = Annotated[str, Depends(idempotency)]
 Gw = Annotated[GatewayState, Depends(gateway)]
 SpaceQuery = Annotated[str | None, Query(
     alias="space", description="Space to use when the X-Memory-Space header names none.")]

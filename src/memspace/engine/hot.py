@@ -2,27 +2,31 @@
 
 Rows ``0..n-1`` of a contiguous float32 matrix hold the unit embeddings (the
 matrix doubles its capacity when full; readers use the ``[:n]`` view); numpy
-arrays beside it hold confidence, created_at, last_access and access_count;
-Python lists hold id, content, tags, metadata and links (a ``target -> Link``
-dict per row: one link per ordered pair, a new link to the same target
-replaces the old one). Deleting swaps the last row into the hole, so rows are
-not stable across deletes; ids are. Array fields of a row are written through the
-``[:n]`` views (``hot.confidence[row] = c``).
+arrays beside it hold confidence, created_at, last_access, access_count and the
+row's link slot; Python lists hold id, content, tags and metadata. Deleting
+swaps the last row into the hole, so rows are not stable across deletes; ids
+are. Array fields of a row are written through the ``[:n]`` views
+(``hot.confidence[row] = c``).
 
-Two indexes are kept in step: ``tag -> set of rows`` for tag filters, and
-``target -> ids of hot memories linking to it`` (``inbound``) so forgetting a
-memory removes the links pointing at it from hot memories in time
-proportional to their number.
+Links live in a :class:`~memspace.engine.links.LinkGraph` (``graph``): arrays
+indexed by a per-id slot that, unlike the row, stays put. One link per ordered
+pair; a new link to the same target replaces the old one in place. Link
+objects are built only when asked for (:meth:`HotTier.links_of`).
+
+``tag -> set of rows`` is kept in step for tag filters; the graph keeps its own
+reverse index so forgetting a memory removes the links pointing at it from hot
+memories in time proportional to their number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from memspace.engine.links import LinkGraph
 from memspace.engine.model import Link, Memory, Vector
 
 Floats = npt.NDArray[np.float64]
@@ -40,15 +44,14 @@ class HotTier:
         self._created = np.zeros(cap, dtype=np.float64)
         self._last = np.zeros(cap, dtype=np.float64)
         self._count = np.zeros(cap, dtype=np.int64)
+        self._slot = np.zeros(cap, dtype=np.int64)   # row -> its slot in ``graph``
         self.ids: list[str] = []
         self.content: list[str | None] = []
         self.tags: list[tuple[str, ...]] = []
         self.metadata: list[dict[str, Any]] = []
-        self.links: list[dict[str, Link]] = []
         self.row: dict[str, int] = {}
         self.tag_rows: dict[str, set[int]] = {}
-        self.inbound: dict[str, set[str]] = {}
-        self.link_count = 0
+        self.graph = LinkGraph()
         # Ids added, removed or re-embedded since the owner last drained this; None = not tracked.
         # Tracked only while an approximate index over the rows exists (``ann.py``): it catches up
         # from here, so nothing accumulates when there is no index.
@@ -82,6 +85,28 @@ class HotTier:
     def access_count(self) -> npt.NDArray[np.int64]:
         return self._count[: len(self.ids)]
 
+    @property
+    def slots(self) -> npt.NDArray[np.int64]:
+        """Each row's slot in ``graph``."""
+        return self._slot[: len(self.ids)]
+
+    @property
+    def link_count(self) -> int:
+        return self.graph.count
+
+    def links_of(self, memory_id: str) -> tuple[Link, ...]:
+        """The links a hot memory holds, in order."""
+        return self.graph.links(int(self._slot[self.row[memory_id]]))
+
+    def link_targets(self, memory_id: str) -> list[str]:
+        """The ids a hot memory links to, in order."""
+        return self.graph.targets(int(self._slot[self.row[memory_id]]))
+
+    def neighbours(self, row: int, elsewhere: Callable[[str], bool]) -> list[tuple[str, float]]:
+        """``(target, weight)`` of row ``row``'s links to hot memories and to ids ``elsewhere``
+        accepts, in order (for spreading activation)."""
+        return self.graph.neighbours(int(self._slot[row]), elsewhere)
+
     def memory(self, memory_id: str) -> Memory:
         """A detached copy of one memory (the embedding is copied out of the matrix)."""
         r = self.row[memory_id]
@@ -89,7 +114,7 @@ class HotTier:
             id=memory_id, content=self.content[r], embedding=self._emb[r].copy(),
             confidence=float(self._conf[r]), created_at=float(self._created[r]),
             last_access=float(self._last[r]), access_count=int(self._count[r]),
-            tags=self.tags[r], metadata=dict(self.metadata[r]), links=tuple(self.links[r].values()),
+            tags=self.tags[r], metadata=dict(self.metadata[r]), links=self.graph.links(int(self._slot[r])),
             tier="hot",
         )
 
@@ -118,16 +143,15 @@ class HotTier:
         self._created[r] = created_at
         self._last[r] = last_access
         self._count[r] = access_count
+        self._slot[r] = slot = self.graph.hold(memory_id)
         self.ids.append(memory_id)
         self.content.append(content)
         self.tags.append(tags)
         self.metadata.append(dict(metadata))
-        self.links.append({})
         self.row[memory_id] = r
         for t in tags:
             self.tag_rows.setdefault(t, set()).add(r)
-        for link in links:
-            self.set_link(memory_id, link)
+        self.graph.set_all(slot, links)
         if self.changed is not None:
             self.changed[memory_id] = None
         return r
@@ -135,12 +159,12 @@ class HotTier:
     def extend(
         self, ids: Sequence[str], embeddings: npt.ArrayLike, confidence: npt.ArrayLike, created_at: npt.ArrayLike,
         last_access: npt.ArrayLike, access_count: npt.ArrayLike, content: Sequence[str | None],
-        tags: Sequence[tuple[str, ...]], metadata: Sequence[dict[str, Any]], links: Sequence[dict[str, Link]],
-    ) -> None:
-        """Append new memories as the next rows, in order: the state ``insert`` leaves, row by
-        row, except that row i's links are given as the ``target -> Link`` dict ``links[i]``.
-        ``links[i]`` and ``metadata[i]`` are taken over, not copied. The array columns may be
-        scalars (the same value for every row).
+        tags: Sequence[tuple[str, ...]], metadata: Sequence[dict[str, Any]],
+    ) -> npt.NDArray[np.int64]:
+        """Append new memories as the next rows, in order, with no links: the state ``insert``
+        leaves, row by row. ``metadata[i]`` is taken over, not copied. The array columns may be
+        scalars (the same value for every row). Returns the new rows' slots in ``graph``
+        (links are then added there in bulk: ``graph.add_new``).
 
         For bulk loads (snapshot restore, WAL replay): one array write per column instead of
         one per row. The ids must be distinct and not hot; nothing is checked.
@@ -148,36 +172,33 @@ class HotTier:
         n0 = len(self.ids)
         n1 = n0 + len(ids)
         if n1 > self._emb.shape[0]:
-            self._grow(max(2 * self._emb.shape[0], n1))
+            # Quadrupling: a bulk load (WAL replay) does not know its final size, and every
+            # copy writes pages it then leaves (page faults are a good part of the load time);
+            # room past the last row costs address space, not memory, until written.
+            self._grow(max(4 * self._emb.shape[0], n1))
         self._emb[n0:n1] = embeddings
         self._conf[n0:n1] = confidence
         self._created[n0:n1] = created_at
         self._last[n0:n1] = last_access
         self._count[n0:n1] = access_count
+        hold = self.graph.hold
+        self._slot[n0:n1] = [hold(memory_id) for memory_id in ids]
         self.ids.extend(ids)
         self.content.extend(content)
         self.tags.extend(tags)
         self.metadata.extend(metadata)
-        self.links.extend(links)
         self.row.update(zip(ids, range(n0, n1)))
         tag_rows = self.tag_rows
-        inbound = self.inbound
-        for r, (memory_id, row_tags, row_links) in enumerate(zip(ids, tags, links), n0):
+        for r, row_tags in enumerate(tags, n0):
             for t in row_tags:
                 rows = tag_rows.get(t)
                 if rows is None:
                     tag_rows[t] = {r}
                 else:
                     rows.add(r)
-            for target in row_links:
-                sources = inbound.get(target)
-                if sources is None:
-                    inbound[target] = {memory_id}
-                else:
-                    sources.add(memory_id)
-            self.link_count += len(row_links)
         if self.changed is not None:
             self.changed.update(dict.fromkeys(ids))
+        return self._slot[n0:n1]
 
     def insert_memory(self, m: Memory) -> int:
         return self.insert(m.id, m.embedding, m.confidence, m.created_at, m.last_access, m.access_count,
@@ -193,20 +214,17 @@ class HotTier:
             rows.discard(r)
             if not rows:
                 del self.tag_rows[t]
-        for target in self.links[r]:
-            self._forget_inbound(target, memory_id)
-        self.link_count -= len(self.links[r])
+        self.graph.release(int(self._slot[r]))
         last = len(self.ids) - 1
         if r != last:
             moved = self.ids[last]
             self._emb[r] = self._emb[last]
-            for arr in (self._conf, self._created, self._last, self._count):
+            for arr in (self._conf, self._created, self._last, self._count, self._slot):
                 arr[r] = arr[last]
             self.ids[r] = moved
             self.content[r] = self.content[last]
             self.tags[r] = self.tags[last]
             self.metadata[r] = self.metadata[last]
-            self.links[r] = self.links[last]
             self.row[moved] = r
             for t in self.tags[r]:
                 rows = self.tag_rows[t]
@@ -217,33 +235,17 @@ class HotTier:
 
     def set_link(self, source: str, link: Link) -> None:
         """Add or replace ``source -> link.target`` (source must be hot)."""
-        links = self.links[self.row[source]]
-        if link.target not in links:
-            self.link_count += 1
-        links[link.target] = link
-        self.inbound.setdefault(link.target, set()).add(source)
+        self.graph.set(int(self._slot[self.row[source]]), link.target, link.weight, link.kind)
 
-    def link_into(self, target: str, sources: Sequence[tuple[dict[str, Link], str, Link]]) -> None:
-        """``set_link(source, link)`` for links into one ``target``, each given with the source's
-        link dict (``links[row[source]]``), for bulk loads that looked the rows up already."""
-        added = 0
-        for held, _, link in sources:
-            if target not in held:
-                added += 1
-            held[target] = link
-        self.link_count += added
-        inbound = self.inbound.get(target)
-        if inbound is None:
-            self.inbound[target] = {source for _, source, _ in sources}
-        else:
-            inbound.update([source for _, source, _ in sources])
+    def link_into(self, target: str, sources: Sequence[tuple[str, float]], kind: str) -> None:
+        """``set_link(source, Link(target, weight, kind))`` for each ``(source, weight)`` in turn
+        (the sources must be hot)."""
+        slot, row = self._slot, self.row
+        self.graph.set_into(target, [(int(slot[row[source]]), weight) for source, weight in sources], kind)
 
     def drop_links_to(self, target: str) -> None:
         """Remove every hot memory's link to ``target`` (it was forgotten)."""
-        for source in self.inbound.pop(target, ()):
-            r = self.row.get(source)
-            if r is not None and self.links[r].pop(target, None) is not None:
-                self.link_count -= 1
+        self.graph.drop_into(target)
 
     def set_embedding(self, memory_id: str, embedding: Vector) -> None:
         self._emb[self.row[memory_id]] = embedding
@@ -262,21 +264,14 @@ class HotTier:
             self.tag_rows.setdefault(t, set()).add(r)
 
     def _columns(self) -> tuple[list[Any], ...]:
-        return (self.ids, self.content, self.tags, self.metadata, self.links)
-
-    def _forget_inbound(self, target: str, source: str) -> None:
-        sources = self.inbound.get(target)
-        if sources is not None:
-            sources.discard(source)
-            if not sources:
-                del self.inbound[target]
+        return (self.ids, self.content, self.tags, self.metadata)
 
     def _grow(self, capacity: int) -> None:
         n = len(self.ids)
         emb = np.zeros((capacity, self.dimension), dtype=np.float32)
         emb[:n] = self._emb[:n]
         self._emb = emb
-        for name in ("_conf", "_created", "_last", "_count"):
+        for name in ("_conf", "_created", "_last", "_count", "_slot"):
             old = getattr(self, name)
             new = np.zeros(capacity, dtype=old.dtype)
             new[:n] = old[:n]

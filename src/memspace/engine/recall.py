@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from memspace.engine import decay
 from memspace.engine.hot import HotTier
-from memspace.engine.model import TIERS, Hit, Link, Memory, SpaceSettings, Vector
+from memspace.engine.model import TIERS, Hit, Memory, SpaceSettings, Vector
 from memspace.engine.spreading import Activation, spread
 from memspace.engine.tiers import TierStore
 
@@ -136,19 +136,28 @@ def neighbours_over(hot: HotTier | None, lower: list[TierStore]) -> Callable[[st
     """
     rows: dict[str, int] = hot.row if hot is not None else {}
 
+    def elsewhere(memory_id: str) -> bool:
+        return any(memory_id in t for t in lower)
+
     def live(memory_id: str) -> bool:
-        return memory_id in rows or any(memory_id in t for t in lower)
+        return memory_id in rows or elsewhere(memory_id)
+
+    # The walk asks for a node's links once per path that reaches it; nothing changes during a
+    # recall, so each node's list is looked up once.
+    seen: dict[str, list[tuple[str, float]]] = {}
 
     def neighbours(node: str) -> list[tuple[str, float]]:
+        found = seen.get(node)
+        if found is not None:
+            return found
         r = rows.get(node)
         if hot is not None and r is not None:
-            links: Iterable[Link] = hot.links[r].values()
+            found = hot.neighbours(r, elsewhere)
         else:
             tier = next((t for t in lower if node in t), None)
-            if tier is None:
-                return []
-            links = tier.links(node)
-        return [(lk.target, lk.weight) for lk in links if live(lk.target)]
+            found = [] if tier is None else [(lk.target, lk.weight) for lk in tier.links(node) if live(lk.target)]
+        seen[node] = found
+        return found
 
     return neighbours
 

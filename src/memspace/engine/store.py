@@ -45,6 +45,7 @@ from memspace.engine.ann import AnnIndex
 from memspace.engine.ann import available as ann_available
 from memspace.engine.embedder import Embedder, get_embedder
 from memspace.engine.hot import HotTier
+from memspace.engine.links import links_from_arrays, links_from_v1
 from memspace.engine.model import (
     AUTO_LINK_KIND,
     MODES,
@@ -66,7 +67,8 @@ from memspace.engine.tiers import TierStore
 from memspace.engine.validate import invalid
 from memspace.errors import InvalidArgument, MemoryNotFound, QuotaExceeded
 
-SNAPSHOT_VERSION = 1
+#: 2: links as arrays (``link_*``); 1 (still read): links in the meta.
+SNAPSHOT_VERSION = 2
 DEFAULT_LIMITS = Limits()
 MAX_PAGE = 1000
 # Index changes folded in per recall: bounds the pause a recall can take to update the index.
@@ -293,9 +295,8 @@ class Engine:
         return records.Link(source, target, w, k, now, request_id)
 
     def _links_of(self, memory_id: str) -> set[str]:
-        r = self._hot.row.get(memory_id)
-        if r is not None:
-            return set(self._hot.links[r])
+        if memory_id in self._hot.row:
+            return set(self._hot.link_targets(memory_id))
         return {link.target for link in self.get(memory_id).links}
 
     def plan_touch(self, ids: Sequence[str], now: float) -> records.Touch:
@@ -377,9 +378,8 @@ class Engine:
         hot.insert(e.id, e.embedding, e.confidence, e.created_at, e.created_at, 0, e.content, e.tags, e.metadata,
                    e.links)
         self._membership += 1
-        for neighbour, weight in e.backlinks:
-            if self._promote(neighbour):
-                hot.set_link(neighbour, Link(e.id, weight, AUTO_LINK_KIND))
+        # promoting a neighbour does not depend on the links set before it: promote, then link
+        hot.link_into(e.id, [(n, w) for n, w in e.backlinks if self._promote(n)], AUTO_LINK_KIND)
         return RememberResult(e.id, "stored", None, tuple(n for n, _ in e.backlinks))
 
     def _apply_forget(self, ids: Sequence[str]) -> int:
@@ -511,18 +511,21 @@ class Engine:
     def snapshot_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The hot tier as arrays (copies, safe to write from another thread) and JSON-safe meta.
 
-        Warm and cold tiers snapshot themselves (``TierStore.state()``)."""
+        Links are arrays too (``link_*``: per row its link count, then every link's target,
+        weight and kind code; see ``LinkGraph.export``). Warm and cold tiers snapshot
+        themselves (``TierStore.state()``)."""
         hot = self._hot
         arrays: dict[str, np.ndarray] = {
             "embeddings": hot.embeddings.copy(), "confidence": hot.confidence.copy(),
             "created_at": hot.created_at.copy(), "last_access": hot.last_access.copy(),
             "access_count": hot.access_count.copy(),
         }
+        link_arrays, link_meta = hot.graph.export(hot.slots)
+        arrays.update(link_arrays)
         meta = {
             "version": SNAPSHOT_VERSION, "dimension": self.settings.dimension, "ids": list(hot.ids),
             "content": list(hot.content), "tags": [list(t) for t in hot.tags],
-            "metadata": [dict(m) for m in hot.metadata],
-            "links": [[[lk.target, lk.weight, lk.kind] for lk in links.values()] for links in hot.links],
+            "metadata": [dict(m) for m in hot.metadata], **link_meta,
         }
         return arrays, meta
 
@@ -530,24 +533,27 @@ class Engine:
     def restore(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], settings: SpaceSettings, *,
                 limits: Limits = DEFAULT_LIMITS, embedder: Embedder | None = None, warm: TierStore | None = None,
                 cold: TierStore | None = None, ann_threshold: int = 0) -> Engine:
-        """An engine whose hot tier is the snapshot's (rows in the same order). Raises
-        InvalidArgument if the snapshot does not fit the settings."""
-        if meta.get("version") != SNAPSHOT_VERSION or meta.get("dimension") != settings.dimension:
-            raise InvalidArgument(f"snapshot version {meta.get('version')} / dimension {meta.get('dimension')} "
+        """An engine whose hot tier is the snapshot's (rows in the same order). Reads this
+        version's snapshots and version 1 (links in the meta). Raises InvalidArgument if the
+        snapshot does not fit the settings or its columns do not fit together."""
+        version = meta.get("version")
+        if version not in (1, SNAPSHOT_VERSION) or meta.get("dimension") != settings.dimension:
+            raise InvalidArgument(f"snapshot version {version} / dimension {meta.get('dimension')} "
                                   f"does not match {SNAPSHOT_VERSION} / {settings.dimension}", {"field": "snapshot"})
         engine = cls(settings, limits=limits, embedder=embedder, warm=warm, cold=cold, ann_threshold=ann_threshold)
         ids = list(meta["ids"])
         n = len(ids)
-        columns = [meta[c] for c in ("content", "tags", "metadata", "links")]
+        columns = [meta[c] for c in ("content", "tags", "metadata")]
         columns += [arrays[c] for c in ("embeddings", "confidence", "created_at", "last_access", "access_count")]
         if any(len(c) < n for c in columns):
             raise InvalidArgument(f"snapshot has {n} ids but shorter columns", {"field": "snapshot"})
+        links = links_from_arrays(arrays, meta, ids) if version == SNAPSHOT_VERSION else links_from_v1(meta, ids)
         hot = engine._hot = HotTier(settings.dimension, capacity=max(n, 256))
-        with gc_paused():  # about ten objects per memory, none in a cycle (see replay.gc_paused)
-            links = [{t: Link(t, w, k) for t, w, k in row} for row in meta["links"][:n]]
+        with gc_paused():  # a few objects per memory, none in a cycle (see replay.gc_paused)
+            hot.graph.load(ids, *links)
             hot.extend(ids, arrays["embeddings"][:n], arrays["confidence"][:n], arrays["created_at"][:n],
                        arrays["last_access"][:n], arrays["access_count"][:n], meta["content"][:n],
-                       [tuple(t) for t in meta["tags"][:n]], [dict(m) for m in meta["metadata"][:n]], links)
+                       [tuple(t) for t in meta["tags"][:n]], [dict(m) for m in meta["metadata"][:n]])
         return engine
 
 
