@@ -55,14 +55,17 @@ def bulk(e: Engine, log: list[Logged]) -> tuple[list[tuple[str, Any]], list[tupl
 
 
 def hot_internals(e: Engine) -> dict[str, Any]:
-    """Everything the hot tier holds, including the indexes and each link dict's order."""
+    """Everything the hot tier holds, including the indexes and each memory's link order."""
     hot = e._hot
     n = len(hot)
+    graph = hot.graph
+    graph.check()
     return {
         "ids": list(hot.ids), "row": dict(hot.row), "content": list(hot.content), "tags": list(hot.tags),
-        "metadata": list(hot.metadata), "links": [list(d.items()) for d in hot.links],
+        "metadata": list(hot.metadata), "links": [hot.links_of(i) for i in hot.ids],
+        "slots": [graph.slot[i] == s for i, s in zip(hot.ids, hot.slots.tolist())],
         "tag_rows": {t: sorted(rows) for t, rows in hot.tag_rows.items()},
-        "inbound": {t: sorted(s) for t, s in hot.inbound.items() if s},
+        "link_ids": sorted(graph.slot),     # hot ids and the targets of their links, nothing else
         "link_count": hot.link_count, "changed": None if hot.changed is None else list(hot.changed),
         "arrays": [a.tobytes() for a in (hot.embeddings, hot.confidence, hot.created_at, hot.last_access,
                                          hot.access_count)],
@@ -204,6 +207,12 @@ def _entry(memory_id: str, **over: Any) -> dict[str, Any]:
     ({"confidence": True}, 1),                # a bool: the array gets 1.0
     ({"links": [["p0", 0.5, "x"], ["p0", 0.7, "y"]]}, 0),     # the same target twice: the last wins
     ({"backlinks": [["p1", 0.9]], "links": [["p1", 0.2, "z"]]}, 0),
+    ({"backlinks": [["p1", 0.9], ["p0", 0.2], ["p1", 0.4]]}, 0),  # a neighbour twice: the last wins
+    ({"links": [["ghost", 0.5, "x"]]}, 0),    # a link to an id that does not exist
+    ({"links": [["q3", 0.5, "x"]]}, 1),       # ... that is stored later, with a backlink the other way
+    ({"links": [["p0", 1, "x"]]}, 0),         # an integer weight
+    ({"links": [["p0", True, "x"]]}, 1),      # a bool weight
+    ({"links": [["p0", 0.5, 7]]}, 1),         # a kind that is not a string
     ({"backlinks": [["q2", 0.9]]}, 1),        # a backlink into itself
     ({"backlinks": [["q3", 0.9]]}, 1),        # into a memory stored later
 ])
@@ -215,6 +224,21 @@ def test_unusual_but_decodable_values_give_the_same_state(odd: dict[str, Any], g
     log.append(Logged(3, RecordType.REMEMBER, _payload([_entry("q1"), _entry("q2", **odd)], 2, rid="odd")))
     log.append(Logged(4, RecordType.REMEMBER, _payload([_entry("q3", backlinks=[["q1", 0.6]])], 1, rid="x")))
     assert both(log)[1] == general
+
+
+def test_a_store_of_an_id_linked_to_earlier_is_left_to_apply() -> None:
+    """A link to an id before that id is stored (in the same record or an earlier one): the
+    store's backlinks could set the same pair again, so apply decides."""
+    drv = Driver(make_engine())
+    drv.one(id="p0", embedding=basis(5))
+    log = logged(drv.records)
+    log.append(Logged(2, RecordType.REMEMBER, _payload([_entry("a", links=[["b", 0.5, "x"]]),
+                                                        _entry("b", backlinks=[["a", 0.8], ["p0", 0.7]])], 2)))
+    log.append(Logged(3, RecordType.REMEMBER, _payload([_entry("c", links=[["d", 0.5, "x"]])], 1)))
+    log.append(Logged(4, RecordType.REMEMBER, _payload([_entry("d", backlinks=[["c", 0.6]])], 1)))
+    b, general = both(log)
+    assert general == 2
+    assert b.get("a").links == (Link("b", 0.8, "similar"),) and b.get("c").links == (Link("d", 0.6, "similar"),)
 
 
 def test_a_bad_payload_raises_like_decode_with_everything_before_it_applied() -> None:
