@@ -23,9 +23,12 @@ def change_event(seq: int, rec: records.Record) -> dict[str, Any] | None:
             if isinstance(entry, records.MergeEntry):
                 item["similarity"] = entry.similarity
                 at = max(at, entry.at)
+            elif isinstance(entry, records.StoreEntry):
+                item["content"] = entry.content
+                at = max(at, entry.created_at)
             else:
                 item["content"] = entry.content
-                at = max(at, getattr(entry, "created_at", None) or getattr(entry, "at", 0.0))
+                at = max(at, entry.at)
             memories.append(item)
         return {"seq": seq, "type": "remember", "at": at, "memories": memories}
     if isinstance(rec, records.Forget):
