@@ -31,6 +31,7 @@ BASE_ENV = {
     "MEMSPACE_HTTP_SSE_HEARTBEAT_S": "0.5",
     "MEMSPACE_DRAIN_TIMEOUT_S": "10",
     "MEMSPACE_HEARTBEAT_S": "0.2",
+    "MEMSPACE_HEARTBEAT_LIVENESS": "10",   # 2 s: a busy machine must not look hung
 }
 
 _names = itertools.count()

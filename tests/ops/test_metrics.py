@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from memspace.testing.server import ServerProcess
 
 ENV = {"MEMSPACE_SPACES_DIMENSION": "16", "MEMSPACE_MAX_METRIC_SPACES": "2", "MEMSPACE_HEARTBEAT_S": "0.2",
+       "MEMSPACE_HEARTBEAT_LIVENESS": "10",
        "MEMSPACE_RESTART_BACKOFF_INITIAL_S": "0.05"}
 
 

@@ -157,7 +157,8 @@ def test_the_renderers_histogram_quantile_interpolates_like_prometheus():
 
 # -- a real scrape -----------------------------------------------------------------------------------
 
-ENV = {"MEMSPACE_SPACES_DIMENSION": "16", "MEMSPACE_HEARTBEAT_S": "0.2", "MEMSPACE_RESTART_BACKOFF_INITIAL_S": "0.05"}
+ENV = {"MEMSPACE_SPACES_DIMENSION": "16", "MEMSPACE_HEARTBEAT_S": "0.2", "MEMSPACE_HEARTBEAT_LIVENESS": "10",
+       "MEMSPACE_RESTART_BACKOFF_INITIAL_S": "0.05"}
 
 
 def scrape(server: ServerProcess) -> set[str]:

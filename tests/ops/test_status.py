@@ -44,7 +44,8 @@ STATUS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"MEMSPACE_SPACES_DIMENSION": "16", "MEMSPACE_HEARTBEAT_S": "0.1"}
+    env = {"MEMSPACE_SPACES_DIMENSION": "16", "MEMSPACE_HEARTBEAT_S": "0.1",
+           "MEMSPACE_HEARTBEAT_LIVENESS": "20"}
     with ServerProcess(tmp_path_factory.mktemp("status") / "data", http=True, env=env) as s:
         yield s
 

@@ -10,7 +10,7 @@ from memspace.testing.server import ServerProcess
 #: Fast lifecycle timings so crash and hang tests finish quickly; tests never assert on time.
 FAST = {
     "MEMSPACE_HEARTBEAT_S": "0.2",
-    "MEMSPACE_HEARTBEAT_LIVENESS": "5",
+    "MEMSPACE_HEARTBEAT_LIVENESS": "10",   # 2 s: a busy CI machine must not look hung
     "MEMSPACE_RESTART_BACKOFF_INITIAL_S": "0.05",
     "MEMSPACE_RESTART_BACKOFF_MAX_S": "0.5",
     "MEMSPACE_SPACES_DIMENSION": "32",
