@@ -13,14 +13,10 @@ import time
 
 from memspace.errors import InvalidArgument, InvalidSpaceId
 
-DEFAULT_SPACE = "default"
-
 _SPACE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")
 # Memory ids are chosen by clients; they travel in URLs and file records, so keep them plain.
 _MEMORY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
-#: Where an id can come from; used in error messages and details.
-SOURCES = ("path", "header", "query", "body", "flag", "env", "config", "argument", "field", "metadata")
 
 
 def validate_space_id(value: object, source: str = "argument") -> str:

@@ -85,17 +85,8 @@ class Pool:
             col[at] = v
 
     def append(self, key: int, values: Sequence[Any]) -> None:
-        n, c = int(self.length[key]), int(self.cap[key])
-        if n == c:
-            grown = max(_MIN_BLOCK, 2 * c)
-            self._reserve(grown)  # may compact: read the block only after this
-            s = int(self.start[key])
-            for col in self.cols:
-                col[self.end:self.end + n] = col[s:s + n]
-            self.start[key] = self.end
-            self.cap[key] = grown
-            self.end += grown
-            self.reserved += grown - c
+        n = int(self.length[key])
+        self._room(key, n + 1)
         at = int(self.start[key]) + n
         for col, v in zip(self.cols, values):
             col[at] = v
@@ -104,21 +95,27 @@ class Pool:
     def append_many(self, key: int, values: Sequence[Sequence[Any]]) -> None:
         """Append ``len(values[0])`` records to ``key``'s list: ``values`` are columns."""
         k = len(values[0])
-        n, c = int(self.length[key]), int(self.cap[key])
-        if n + k > c:
-            grown = max(_MIN_BLOCK, 2 * c, n + k)
-            self._reserve(grown)  # may compact: read the block only after this
-            s = int(self.start[key])
-            for col in self.cols:
-                col[self.end:self.end + n] = col[s:s + n]
-            self.start[key] = self.end
-            self.cap[key] = grown
-            self.end += grown
-            self.reserved += grown - c
+        n = int(self.length[key])
+        self._room(key, n + k)
         at = int(self.start[key]) + n
         for col, v in zip(self.cols, values):
             col[at:at + k] = v
         self.length[key] = n + k
+
+    def _room(self, key: int, needed: int) -> None:
+        """Make ``key``'s block hold ``needed`` records, moving it to a block twice as large."""
+        n, c = int(self.length[key]), int(self.cap[key])
+        if needed <= c:
+            return
+        grown = max(_MIN_BLOCK, 2 * c, needed)
+        self._reserve(grown)  # may compact: read the block only after this
+        s = int(self.start[key])
+        for col in self.cols:
+            col[self.end:self.end + n] = col[s:s + n]
+        self.start[key] = self.end
+        self.cap[key] = grown
+        self.end += grown
+        self.reserved += grown - c
 
     def delete(self, key: int, i: int, *, ordered: bool) -> None:
         """Remove the record at position ``i``: closing the gap (``ordered``) or moving the last

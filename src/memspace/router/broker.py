@@ -38,7 +38,6 @@ import zmq
 
 from memspace import wire
 from memspace.errors import MemspaceError, Overloaded, SpaceRequired, SpaceUnavailable
-from memspace.ids import is_valid_space_id
 from memspace.metrics import RequestMetrics
 from memspace.zmqutil import has_input, send_frames
 
@@ -80,7 +79,6 @@ class Route:
     probing: bytes | None = None          # ticket of the suspect being re-sent alone
     last_activity: float = 0.0
     last_sent: float = 0.0                 # last message to the worker (a heartbeat is implied)
-    forwarded: int = 0
 
 
 class Router:
@@ -223,7 +221,6 @@ class Router:
             return False
         pending.ticket = ticket
         route.inflight[ticket] = pending
-        route.forwarded += 1
         route.last_sent = self.clock()
         return True
 
@@ -462,6 +459,3 @@ def _deadline(pending: Pending) -> MemspaceError:
         {"space": pending.req.space, "op": pending.req.op},
     )
 
-
-def valid_space(space: str) -> bool:
-    return is_valid_space_id(space)

@@ -21,7 +21,6 @@ import os
 import select
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -319,16 +318,3 @@ def _log_transition(t: Transition) -> None:
     log.info("space %s: %s -> %s (%s)", t.space, t.old.name, t.new.name, t.reason,
              extra={"space": t.space})
 
-
-def serve(cfg: config_mod.Config, *, announce: Any = None) -> int:
-    """Run the router + supervisor until SIGTERM/SIGINT (gateways are started by the CLI)."""
-    arbiter = Arbiter(cfg)
-    endpoints = arbiter.start()
-    write_endpoints(arbiter.data_root, endpoints)
-    if announce is not None:
-        announce(endpoints)
-    return arbiter.run()
-
-
-if __name__ == "__main__":  # pragma: no cover - `memspace serve` is the entry point
-    sys.exit(serve(config_mod.load()))

@@ -474,9 +474,5 @@ class Supervisor:
             if slot.handle is not None:
                 slot.handle.signal(signal.SIGKILL)
 
-    def pid_of(self, space: str) -> int | None:
-        slot = self.slots.get(space)
-        return slot.handle.pid if slot is not None and slot.handle is not None else None
-
     def __repr__(self) -> str:
         return f"<Supervisor {len(self.slots)} spaces, {self.active()} workers, pid {os.getpid()}>"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -108,9 +107,3 @@ class ForkServerSpawner:
         # (at exit); nothing to do while the process lives on (e.g. in tests).
         return None
 
-
-def kill_quietly(pid: int, signum: int = signal.SIGKILL) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass

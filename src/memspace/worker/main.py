@@ -162,7 +162,7 @@ class Worker:
                                         on_record=self.feed.record)
                 # events before the snapshot are no longer available to subscribers
                 self.feed.covered_after = max(self.feed.covered_after, self.space.checkpoint_lsn)
-                self.feed.last_seq = max(self.feed.last_seq, self.space.stats().wal_last_seq)
+                self.feed.last_seq = max(self.feed.last_seq, self.space.last_seq)
             except (StorageError, MemspaceError) as e:
                 log.error("cannot open space %s: %s", spec.space_id, e.message)
                 sock.send_multipart(wire.encode_bye({**self._info("boot_error"), "error": e.to_dict()}))
