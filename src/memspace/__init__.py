@@ -6,7 +6,7 @@ Embedded (one process, one space, like sqlite3)::
 
 Against a server (``memspace serve``)::
 
-    client = memspace.connect("tcp://127.0.0.1:7079")
+    client = memspace.connect("tcp://127.0.0.1:7079")      # or "http://127.0.0.1:7077" (REST)
     alpha = client.space("alpha")
 """
 

@@ -6,9 +6,9 @@ an unreadable input file). Errors are printed on stderr as
 ``error: CODE: message``; with ``--json`` stdout carries JSON and nothing else.
 
 Connecting: the first request of a command is preceded by a quick check that
-something answers at the URL (a TCP connect for ``tcp://``, then one cheap
-request), bounded by ``min(--timeout, 5 s)``, so a missing server is reported
-in seconds instead of after the full request timeout.
+something answers at the URL (a TCP connect for ``tcp://`` and ``http://``, then
+one cheap request), bounded by ``min(--timeout, 5 s)``, so a missing server is
+reported in seconds instead of after the full request timeout.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import datetime
 import os
 import socket
 import sys
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -146,7 +147,19 @@ def first_contact(url: str, timeout: float) -> None:
     UsageError for a URL the client cannot use."""
     from memspace.client import connect
 
-    if url.startswith("tcp://"):
+    if url.startswith(("http://", "https://")):
+        parsed = urllib.parse.urlsplit(url)
+        try:
+            host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+        except ValueError:
+            host = None
+        if not host:
+            raise UsageError(f"invalid --url {url!r}: expected http://HOST:PORT")
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as e:
+            raise NoServer(url, e.strerror or type(e).__name__) from None
+    elif url.startswith("tcp://"):
         host, _, port = url[len("tcp://"):].rpartition(":")
         if not host or not port.isdigit():
             raise UsageError(f"invalid --url {url!r}: expected tcp://HOST:PORT or ipc://PATH")
@@ -160,7 +173,7 @@ def first_contact(url: str, timeout: float) -> None:
             raise NoServer(url, "no socket file")
     else:
         raise UsageError(f"invalid --url {url!r}: expected tcp://HOST:PORT or ipc://PATH "
-                         "(the `zmq:` endpoint printed by `memspace serve`)")
+                         "(the `zmq:` endpoint printed by `memspace serve`) or http://HOST:PORT")
     try:
         probe = connect(url, timeout=timeout, retries=0)
     except InvalidArgument as e:

@@ -10,14 +10,17 @@ Layers: :class:`Client` and :class:`RemoteSpace` turn method calls into
 ``(space, op, body)`` and wire results back into the engine's dataclasses; a
 :class:`Transport` moves one request and returns its decoded result.
 :class:`ZmqTransport` speaks the native wire protocol (:mod:`memspace.wire`)
-over a zmq DEALER socket to the router's frontend; an HTTP transport for
-``http://`` urls plugs in at the same seam.
+over a zmq DEALER socket to the router's frontend;
+:class:`~memspace.client_http.HttpTransport` (``http://`` / ``https://`` urls)
+maps each op to the REST API of the HTTP gateway and back, with the same
+results and errors (see :mod:`memspace.client_http` for the few ops REST lacks
+and its delivery rules: there ``timeout`` bounds the whole call).
 
 Arguments: only arguments the caller set are sent. ``None`` and a value equal
 to the embedded :class:`~memspace.storage.space.Space` method's default are
 left out, so the server applies its own defaults.
 
-Delivery: every call carries a request id (a fresh uuid4 hex unless the
+Delivery (zmq): every call carries a request id (a fresh uuid4 hex unless the
 caller passes ``request_id``), which is also the idempotency key of writes.
 A call waits ``timeout`` seconds for the reply carrying its request id; if
 none comes it re-sends the *same* frames (same request id: a write that did
@@ -27,13 +30,14 @@ arrive is not applied twice) up to ``retries`` times, then raises
 to calls that timed out) are dropped.
 
 Errors: an error reply is raised as its :mod:`memspace.errors` class
-(``SpaceNotFound``, ``Overloaded``, ...) and is not retried; bad arguments that
-can be seen locally (an invalid space id, an oversize message) raise before
-anything is sent.
+(``SpaceNotFound``, ``Overloaded``, ...) and is not retried (over HTTP a 503
+is, within the call's deadline); bad arguments that can be seen locally (an
+invalid space id, an oversize message) raise before anything is sent.
 
-Threads: a :class:`Client` may be shared by threads. Its socket is guarded by
-a lock, so calls from several threads run one after another; use one client
-per thread for parallel requests. A client must not be used across ``fork()``.
+Threads: a :class:`Client` may be shared by threads. A zmq client's socket is
+guarded by a lock, so calls from several threads run one after another; use
+one client per thread for parallel requests (an HTTP client's connection pool
+serves threads in parallel). A client must not be used across ``fork()``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import numpy as np
 import zmq
 
 from memspace import wire
+from memspace.client_http import HTTP_SCHEMES, HttpTransport
 from memspace.engine.model import Hit, Link, Memory, Page, RememberResult
 from memspace.errors import DeadlineExceeded, InvalidArgument
 from memspace.ids import validate_space_id
@@ -58,7 +63,6 @@ from memspace.ids import validate_space_id
 log = logging.getLogger("memspace.client")
 
 ZMQ_SCHEMES = ("tcp://", "ipc://")
-HTTP_SCHEMES = ("http://", "https://")
 
 #: Defaults of the embedded Space methods; a value equal to one is not sent.
 _RECALL_DEFAULTS: dict[str, Any] = {"k": 10, "threshold": 0.0, "mode": "spreading", "max_depth": 3}
@@ -203,25 +207,31 @@ def _poll_ms(remaining_s: float) -> int:
 def connect(url: str, *, timeout: float = 30.0, retries: int = 2,
             max_bytes: int = wire.MAX_MESSAGE_BYTES,
             context: zmq.Context[Any] | None = None, token: str | None = None) -> Client:
-    """A client for the server at ``url``: ``tcp://host:port`` or ``ipc://path`` (native zmq).
+    """A client for the server at ``url``: ``tcp://host:port`` or ``ipc://path`` (native zmq),
+    or ``http://host:port`` / ``https://...`` (the REST API of the HTTP gateway).
 
-    ``timeout`` is the seconds one attempt waits for its reply (also sent to the
-    router as the request's deadline); ``retries`` how many times a request is
-    re-sent after a timeout; ``max_bytes`` the largest request or reply accepted;
-    ``token`` the bearer token a server with ``auth.mode = token`` requires.
-    Connecting does not contact the server: a missing server shows up as
-    DeadlineExceeded on the first call. ``http://`` urls are not supported yet
-    (InvalidArgument).
+    zmq: ``timeout`` is the seconds one attempt waits for its reply (also sent to
+    the router as the request's deadline); ``retries`` how many times a request is
+    re-sent after a timeout. HTTP: ``timeout`` is the deadline of the whole call;
+    ``retries`` how many times a request is re-sent after a connection error or a
+    503 (same Idempotency-Key). ``max_bytes`` is the largest request (zmq: also
+    reply) accepted; ``token`` the bearer token a server with ``auth.mode = token``
+    requires; ``context`` the zmq context (zmq urls only). Connecting does not
+    contact the server: a missing server shows up as DeadlineExceeded on the first
+    call.
     """
     if not isinstance(url, str):
         raise InvalidArgument(f"url must be a string, got {type(url).__name__}", {"field": "url"})
     if url.startswith(HTTP_SCHEMES):
-        raise InvalidArgument("HTTP client not available yet; connect to the zmq endpoint "
-                              "(tcp://HOST:PORT, printed as `zmq:` by `memspace serve`)",
-                              {"field": "url", "url": url})
+        if context is not None:
+            raise InvalidArgument("context is a zmq option; an http:// url takes none",
+                                  {"field": "context", "url": url})
+        _check_timeout(timeout)
+        return Client(HttpTransport(url, retries=retries, max_bytes=max_bytes, token=token),
+                      timeout=timeout)
     if not url.startswith(ZMQ_SCHEMES):
-        raise InvalidArgument(f"unsupported url {url!r}: use tcp://HOST:PORT or ipc://PATH",
-                              {"field": "url", "url": url})
+        raise InvalidArgument(f"unsupported url {url!r}: use tcp://HOST:PORT, ipc://PATH or "
+                              "http://HOST:PORT", {"field": "url", "url": url})
     _check_timeout(timeout)
     return Client(ZmqTransport(url, retries=retries, max_bytes=max_bytes, context=context, token=token),
                   timeout=timeout)

@@ -44,7 +44,8 @@ def invoke(*args: str, input: str | None = None) -> Any:
     (("forget", "m-1", "--tag", "a", "--space", "default"), "not both"),
     (("forget", "--before", "yesterday", "--space", "default"), "ISO 8601"),
     (("space", "create", "alpha", "--setting", "novalue"), "KEY=VALUE"),
-    (("--url", "http://127.0.0.1:1", "status"), "tcp://HOST:PORT"),
+    (("--url", "udp://127.0.0.1:1", "status"), "tcp://HOST:PORT"),
+    (("--url", "http://:7077", "status"), "http://HOST:PORT"),
     (("--url", "tcp://nohostport", "status"), "tcp://HOST:PORT"),
 ])
 def test_usage_errors_fail_before_contact(args: tuple[str, ...], says: str) -> None:
