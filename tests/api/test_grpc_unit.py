@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-import zmq.asyncio
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
@@ -158,16 +157,20 @@ def test_every_error_code_maps_to_the_contract_status(code: str) -> None:
 # -- the change feed with a scripted router ------------------------------------------------------
 
 class ScriptedRouter:
-    """Answers ``events`` calls from a script; records the ``after`` of each call."""
+    """Answers ``events`` calls from a script; records the ``after`` and ``passive`` of each call."""
 
     def __init__(self, script: list[Any]) -> None:
         self.script = script
         self.afters: list[int] = []
+        self.passive: list[bool] = []
         self.idle = asyncio.Event()
 
-    async def call(self, space: str, op: str, body: Any, **kwargs: Any) -> Any:
-        assert op == "events" and body["limit"] >= 1 and body["wait_ms"] > 0
+    async def call(self, space: str, op: str, body: Any, *, passive: bool = False, **kwargs: Any) -> Any:
+        assert op == "events" and body["limit"] >= 1
+        # the first call is an ordinary request that does not wait; every later one a passive long poll
+        assert (body["wait_ms"] > 0) == passive == bool(self.passive)
         self.afters.append(body["after"])
+        self.passive.append(passive)
         if not self.script:
             self.idle.set()
             await asyncio.Event().wait()     # a long poll with no news
@@ -178,10 +181,9 @@ class ScriptedRouter:
 
 
 async def _collect(router: ScriptedRouter, n: int, after: int = 0) -> tuple[list[Any], BaseException | None]:
-    ctx = zmq.asyncio.Context()
     stopping = asyncio.Event()
-    feed = Feed(router, ctx, "inproc://unused", router_space="s", topic_space="s", after=after,  # type: ignore[arg-type]
-                lifecycle=False, stopping=stopping)
+    feed = Feed(router.call, None, router_space="s", topic_space="s", after=after, lifecycle=False,
+                stopping=stopping)
     got: list[Any] = []
     error: BaseException | None = None
     try:
@@ -192,8 +194,6 @@ async def _collect(router: ScriptedRouter, n: int, after: int = 0) -> tuple[list
                     break
     except errors.MemspaceError as e:
         error = e
-    finally:
-        ctx.term()
     return got, error
 
 
@@ -224,17 +224,15 @@ def test_feed_ends_with_a_permanent_error() -> None:
 def test_feed_stops_when_the_gateway_stops() -> None:
     async def main() -> list[Any]:
         router = ScriptedRouter([{"events": [{"seq": 1, "type": "forget"}], "last_seq": 1, "gap": False}])
-        ctx = zmq.asyncio.Context()
         stopping = asyncio.Event()
-        feed = Feed(router, ctx, "inproc://unused", router_space="s", topic_space="s", after=0,  # type: ignore[arg-type]
-                    lifecycle=False, stopping=stopping)
+        feed = Feed(router.call, None, router_space="s", topic_space="s", after=0, lifecycle=False,
+                    stopping=stopping)
         got = []
         async with asyncio.timeout(30):
             async for event in feed.run():
                 got.append(event)
                 await router.idle.wait()
                 stopping.set()
-        ctx.term()
         return got
 
     assert [e.seq for e in asyncio.run(main())] == [1]

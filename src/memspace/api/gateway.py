@@ -62,17 +62,19 @@ class RouterClient:
         self._reader: asyncio.Task[None] | None = None
 
     async def call(self, space: str, op: str, body: Any = None, *, request_id: str | None = None,
-                   timeout: float | None = None) -> Any:
+                   timeout: float | None = None, passive: bool = False) -> Any:
         """Send one request and wait for its reply; raises the reply's MemspaceError.
 
         ``space`` "" lets the router use the default space (and count the fallback).
+        ``passive``: a background request (a change feed's poll) that neither keeps the space
+        awake nor wakes it (see :mod:`memspace.api.feed`).
         """
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
         rid = request_id or uuid.uuid4().hex
         limit = self.timeout if timeout is None else timeout
         frames = wire.encode_request(rid, space, op, body, timeout_ms=max(1, int(limit * 1000)),
-                                     token=TOKEN.get(), max_bytes=self.max_bytes)
+                                     token=TOKEN.get(), passive=passive, max_bytes=self.max_bytes)
         fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
         if rid in self._pending:
             # the same idempotency key twice at once: wait for the first call's answer

@@ -1,7 +1,7 @@
 """The gRPC gateway: services ``memspace.v1.Spaces`` and ``memspace.v1.Memories``, health, reflection.
 
     gRPC client ──► grpc.aio server (this process) ──RouterClient (zmq)──► router ──► worker[space]
-                                    └── SUB socket ◄── supervisor's lifecycle publisher
+                                    └── LifecycleHub (SUB) ◄── supervisor's lifecycle publisher
 
 Each RPC resolves its space, turns the request into a router op body
 (:mod:`memspace.api.grpc_convert`), awaits the router and converts the result back.
@@ -36,12 +36,12 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import orjson
-import zmq.asyncio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memspace import wire
 from memspace.api import grpc_convert as convert
+from memspace.api.feed import LifecycleHub
 from memspace.api.gateway import TOKEN, OncePerClient, Resolved, RouterClient, bearer, resolve_space
 from memspace.api.grpc_feed import Feed
 from memspace.api.pb import SERVICES, generic_handler, pb2
@@ -223,11 +223,9 @@ class SpacesService(Base):
 class MemoriesService(Base):
     """``memspace.v1.Memories``: one space's operations, plus its change feed."""
 
-    def __init__(self, rc: RouterClient, cfg: Any, zctx: zmq.asyncio.Context, events_endpoint: str,
-                 stopping: asyncio.Event) -> None:
+    def __init__(self, rc: RouterClient, cfg: Any, hub: LifecycleHub | None, stopping: asyncio.Event) -> None:
         super().__init__(rc, cfg)
-        self.zctx = zctx
-        self.events_endpoint = events_endpoint
+        self.hub = hub
         self.stopping = stopping
 
     @rpc
@@ -280,7 +278,7 @@ class MemoriesService(Base):
             if not space:
                 await self.note_fallback(context)
             set_token(context)
-            feed = Feed(self.rc, self.zctx, self.events_endpoint, router_space=space,
+            feed = Feed(self.rc.call, self.hub, router_space=space,
                         topic_space=space or self.default_space, after=request.after_seq,
                         lifecycle=not request.data_only, stopping=self.stopping)
             async for event in feed.run():
@@ -314,8 +312,9 @@ async def _serve(cfg: Any, router_endpoint: str, events_endpoint: str, bind: str
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     rc = RouterClient(router_endpoint, timeout=float(cfg["request_timeout_s"]),
                       max_bytes=int(cfg["limits.max_request_bytes"]))
-    zctx = zmq.asyncio.Context()
-    server, health_servicer = build_server(cfg, rc, zctx, events_endpoint, stopping)
+    hub = LifecycleHub(events_endpoint)
+    hub.start()
+    server, health_servicer = build_server(cfg, rc, hub, stopping)
     host = bind.rpartition(":")[0]
     port = server.add_insecure_port(bind)
     if port == 0:
@@ -333,11 +332,11 @@ async def _serve(cfg: Any, router_endpoint: str, events_endpoint: str, bind: str
         await server.stop(SHUTDOWN_GRACE_S)
     finally:
         watcher.cancel()
+        await hub.close()
         await rc.close()
-        zctx.term()
 
 
-def build_server(cfg: Any, rc: RouterClient, zctx: zmq.asyncio.Context, events_endpoint: str,
+def build_server(cfg: Any, rc: RouterClient, hub: LifecycleHub | None,
                  stopping: asyncio.Event) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server with both services, health and reflection (not yet bound or started)."""
     limit = int(cfg["limits.max_request_bytes"])
@@ -349,7 +348,7 @@ def build_server(cfg: Any, rc: RouterClient, zctx: zmq.asyncio.Context, events_e
         ("grpc.so_reuseport", 0),
     ])
     spaces = SpacesService(rc, cfg)
-    memories = MemoriesService(rc, cfg, zctx, events_endpoint, stopping)
+    memories = MemoriesService(rc, cfg, hub, stopping)
     server.add_generic_rpc_handlers((generic_handler(SERVICES[0], spaces), generic_handler(SERVICES[1], memories)))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

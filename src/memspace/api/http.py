@@ -45,6 +45,7 @@ from starlette.types import Scope
 import memspace
 from memspace.api import http_memories, http_ndjson, metrics_export, sse
 from memspace.api import http_schemas as s
+from memspace.api.feed import LifecycleHub
 from memspace.api.gateway import TOKEN, RouterClient, bearer
 from memspace.api.http_common import GatewayState, gateway, idempotency, path_space
 from memspace.api.http_errors import JSON, BodyLimit, envelope, error_response, install
@@ -182,7 +183,7 @@ def create_app(cfg: Config, router_endpoint: str, events_endpoint: str | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw.rc = RouterClient(router_endpoint, timeout=gw.request_timeout_s, max_bytes=gw.max_bytes)
         if events_endpoint:
-            gw.hub = sse.LifecycleHub(events_endpoint)
+            gw.hub = LifecycleHub(events_endpoint)
             gw.hub.start()
         try:
             yield

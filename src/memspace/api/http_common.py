@@ -39,17 +39,17 @@ class GatewayState:
         self.heartbeat_s: float = cfg["http.sse_heartbeat_s"]
         self.request_timeout_s: float = cfg["request_timeout_s"]
         self.rc: RouterClient | None = None
-        self.hub: Any = None                       # sse.LifecycleHub once started
+        self.hub: Any = None                       # feed.LifecycleHub once started
         self.streams: set[asyncio.Queue[Any]] = set()   # open change feeds, told when we stop
         self.stopping = asyncio.Event()
         self._warned = OncePerClient(WARNED_CLIENTS_MAX)
 
     async def call(self, space: str, op: str, body: Any = None, *, request_id: str | None = None,
-                   timeout: float | None = None) -> Any:
+                   timeout: float | None = None, passive: bool = False) -> Any:
         """One router call; raises the reply's MemspaceError (turned into the envelope by the app)."""
         if self.rc is None:
             raise RuntimeError("the gateway is not started")
-        return await self.rc.call(space, op, body, request_id=request_id, timeout=timeout)
+        return await self.rc.call(space, op, body, request_id=request_id, timeout=timeout, passive=passive)
 
     def stop(self) -> None:
         """Begin shutdown: end every open change feed so the server can finish its connections."""

@@ -5,13 +5,16 @@ Two sources feed one bounded queue per stream:
 * **data events** from the space's ``events`` op, a long poll
   (``{"after", "wait_ms", "limit"} -> {"events", "last_seq", "gap"}``) called in
   a loop with ``after`` = the last seq sent. Each is sent as ``id: <seq>``,
-  ``event: <type>`` (remember, forget, link), ``data: <json>``. When the worker
+  ``event: <type>`` (remember, forget, link), ``data: <json>``. The polls are
+  passive (:class:`memspace.api.feed.EventsPoller`): an open stream does not keep
+  its space awake; while the space hibernates the stream stays open (lifecycle
+  events and pings go on) and delivery resumes when it wakes. When the worker
   says ``gap: true`` (it no longer holds some events after our position) an
   ``event: gap`` goes out first, so a client knows to re-sync instead of
   silently missing changes.
 * **lifecycle events** (READY, DRAINING, ...) published by the supervisor on a
-  zmq PUB socket as ``[space id, orjson event]``; sent as ``event: lifecycle``
-  without an id (they are not part of the resumable sequence).
+  zmq PUB socket as ``[space id, orjson event]`` (:class:`memspace.api.feed.LifecycleHub`);
+  sent as ``event: lifecycle`` without an id (they are not part of the resumable sequence).
 
 Where a stream starts: after ``Last-Event-ID`` (or ``?after=``) when given,
 else at the space's current end (only changes made after subscribing). The
@@ -31,16 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-import zmq
-import zmq.asyncio
 from fastapi import APIRouter, Depends, Header, Query
 from starlette.responses import Response, StreamingResponse
 
+from memspace.api.feed import EventsPoller
 from memspace.api.http_common import GatewayState, gateway, path_space
 from memspace.api.http_memories import ERRORS
 from memspace.errors import (
@@ -63,69 +64,6 @@ MAX_RETRY_S = 5.0
 router = APIRouter(responses=ERRORS)
 
 _TRANSIENT = (SpaceUnavailable, DeadlineExceeded, ResourceExhausted)
-
-
-class LifecycleHub:
-    """One SUB socket per gateway process, fanning lifecycle events out to the open streams.
-
-    It subscribes to every topic and filters by exact space id here: zmq topics are
-    prefixes (a subscription to ``alpha`` would also deliver ``alpha2``), and one
-    subscription made at start-up avoids the slow-joiner loss a per-stream
-    subscription would suffer right after connecting.
-    """
-
-    def __init__(self, endpoint: str) -> None:
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.SUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sock.connect(endpoint)
-        self._subs: dict[str, set[asyncio.Queue[Any]]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._read())
-
-    def subscribe(self, space: str, queue: asyncio.Queue[Any]) -> None:
-        self._subs[space].add(queue)
-
-    def unsubscribe(self, space: str, queue: asyncio.Queue[Any]) -> None:
-        queues = self._subs.get(space)
-        if queues is not None:
-            queues.discard(queue)
-            if not queues:
-                del self._subs[space]
-
-    async def _read(self) -> None:
-        while True:
-            try:
-                frames = await self._sock.recv_multipart()
-            except (zmq.ContextTerminated, asyncio.CancelledError):
-                return
-            except zmq.ZMQError as e:   # pragma: no cover - socket closed under us
-                log.warning("lifecycle subscriber stopped: %s", e)
-                return
-            if len(frames) != 2:
-                continue
-            queues = self._subs.get(frames[0].decode("ascii", "replace"))
-            if not queues:
-                continue
-            try:
-                event = orjson.loads(frames[1])
-            except orjson.JSONDecodeError:
-                log.warning("malformed lifecycle event dropped")
-                continue
-            for queue in list(queues):
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(("lifecycle", event))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        self._sock.close(0)
-        self._ctx.term()
 
 
 def _frame(event: str | None, data: Any, event_id: int | None = None) -> bytes:
@@ -176,9 +114,13 @@ async def events(space: Annotated[str, Depends(path_space)], gw: Annotated[Gatew
 
 
 async def _stream(gw: GatewayState, space: str, position: int, queue: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
+    def on_lifecycle(event: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):   # a slow client loses lifecycle events only
+            queue.put_nowait(("lifecycle", event))
+
     gw.streams.add(queue)
     if gw.hub is not None:
-        gw.hub.subscribe(space, queue)
+        gw.hub.listen(space, on_lifecycle)
     poller = asyncio.get_running_loop().create_task(_poll(gw, space, position, queue))
     try:
         yield b"retry: 1000\n: subscribed to %s after %d\n\n" % (space.encode(), position)
@@ -202,27 +144,26 @@ async def _stream(gw: GatewayState, space: str, position: int, queue: asyncio.Qu
         poller.cancel()
         gw.streams.discard(queue)
         if gw.hub is not None:
-            gw.hub.unsubscribe(space, queue)
+            gw.hub.unlisten(space, on_lifecycle)
 
 
 async def _poll(gw: GatewayState, space: str, after: int, queue: asyncio.Queue[Any]) -> None:
-    gap_reported_at: int | None = None
-    while True:
-        try:
-            reply = await gw.call(space, "events", {"after": after, "wait_ms": POLL_WAIT_MS, "limit": POLL_LIMIT},
-                                  timeout=POLL_WAIT_MS / 1000.0 + gw.request_timeout_s)
-        except _TRANSIENT as e:
-            await queue.put(("error", e))
-            await asyncio.sleep(min(MAX_RETRY_S, max(0.1, float(e.details.get("retry_after_s", 1)))))
-            continue
-        except MemspaceError as e:
-            log.info("change feed of space %s ended: %s: %s", space, e.code, e.message)
-            await queue.put(("error", e))
-            await queue.put(None)
-            return
-        if reply.get("gap") and gap_reported_at != after:
-            gap_reported_at = after
-            await queue.put(("gap", {"after": after, "last_seq": reply.get("last_seq")}))
-        for event in reply.get("events") or []:
-            await queue.put(("data", event))
-            after = max(after, int(event["seq"]))
+    # the route's first call woke the space and checked it exists: every poll may be passive
+    with EventsPoller(gw.call, space, after, hub=gw.hub, topic=space, wait_ms=POLL_WAIT_MS, limit=POLL_LIMIT,
+                      margin_s=gw.request_timeout_s, woken=True) as poller:
+        while True:
+            try:
+                batch = await poller.next()
+            except _TRANSIENT as e:
+                await queue.put(("error", e))
+                await asyncio.sleep(min(MAX_RETRY_S, max(0.1, float(e.details.get("retry_after_s", 1)))))
+                continue
+            except MemspaceError as e:
+                log.info("change feed of space %s ended: %s: %s", space, e.code, e.message)
+                await queue.put(("error", e))
+                await queue.put(None)
+                return
+            if batch.gap:
+                await queue.put(("gap", {"after": batch.after, "last_seq": batch.last_seq}))
+            for event in batch.events:
+                await queue.put(("data", event))

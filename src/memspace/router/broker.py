@@ -19,6 +19,13 @@ Per space the router keeps a :class:`Route`:
               two consecutive crashes is answered POISON_REQUEST and dropped.
               Re-sending is safe because writes are idempotent by request id.
 
+A *passive* request (meta ``passive``: a change feed's long poll) is routed like any
+other but is not activity: it does not move ``last_activity``, :meth:`busy` ignores
+it (so an idle space with open feeds hibernates on schedule), and it never starts a
+worker: for a space without one the supervisor refuses it (SPACE_UNAVAILABLE with
+``details.asleep``), and passive requests still queued when a worker drains away are
+answered the same way (:meth:`release_passive`).
+
 The supervisor (same process, same loop) decides when a space starts, stops or
 fails; it tells the router through :meth:`worker_ready`, :meth:`worker_lost`,
 :meth:`hold` and :meth:`fail`. The router asks it to :meth:`Supervisor.activate`
@@ -45,8 +52,10 @@ log = logging.getLogger("memspace.router")
 
 
 class Supervisor(Protocol):
-    def activate(self, space: str) -> None:
-        """Make sure a worker for ``space`` is (being) started; raise MemspaceError if it cannot be."""
+    def activate(self, space: str, *, wake: bool = True) -> None:
+        """Make sure a worker for ``space`` is (being) started; raise MemspaceError if it cannot be.
+        With ``wake`` false start nothing: raise SPACE_UNAVAILABLE (``details.asleep``) unless a
+        worker is already on its way."""
 
     def admin(self, client: bytes, req: wire.ClientRequest) -> None:
         """Handle an admin op; reply later or now via :meth:`Router.reply`."""
@@ -65,6 +74,7 @@ class Pending:
     deadline: float
     queued_at: float
     attempts: int = 0        # crashes of the space this request was in flight at
+    passive: bool = False    # a background request: not activity, never wakes the space
     ticket: bytes = b""
     done: bool = False       # answered (lazy deletion from the deadline heap)
 
@@ -174,22 +184,26 @@ class Router:
                 # the worker has no use for the token: do not pass it on
                 meta = {k: v for k, v in req.meta.items() if k != "token"}
                 req = req._replace(meta=meta, raw_meta=orjson.dumps(meta) if meta else b"")
+            passive = req.passive
             route = self.routes.get(space)
             if route is None or not route.ready:
-                self.supervisor.activate(space)   # raises SpaceNotFound / SpaceUnavailable
+                # raises SpaceNotFound / SpaceUnavailable (asleep: a passive request for a sleeping space)
+                self.supervisor.activate(space, wake=not passive)
                 route = self.route(space)
         except MemspaceError as e:
-            self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
+            if not e.details.get("asleep"):   # "asleep" is an answer, not a rejection
+                self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
             self.reply(client, wire.encode_error(req.request_id, e.code, e.message, e.details))
             return
         now = self.clock()
         timeout = req.timeout_ms / 1000.0 if req.timeout_ms else self.request_timeout_s
-        pending = Pending(client, req, now + timeout, now)
+        pending = Pending(client, req, now + timeout, now, passive=passive)
         fifo = self._by_timeout.get(timeout)
         if fifo is None:
             fifo = self._by_timeout[timeout] = deque()
         fifo.append(pending)
-        route.last_activity = now
+        if not passive:
+            route.last_activity = now
         if route.ready and not route.suspects:
             if len(route.inflight) >= self.queue_limit:
                 self._overloaded(pending, "in flight")
@@ -263,7 +277,9 @@ class Router:
         pending = route.inflight.pop(reply.ticket, None)
         if pending is None:
             return   # answered already (deadline) or from a previous generation
-        now = route.last_activity = self.clock()
+        now = self.clock()
+        if not pending.passive:
+            route.last_activity = now
         if not pending.done:
             pending.done = True
             self.reply(pending.client, wire.to_client(reply))
@@ -324,6 +340,25 @@ class Router:
         route = self.routes.get(space)
         if route is not None:
             route.ready = False
+
+    def release_passive(self, space: str, err: MemspaceError) -> None:
+        """Answer the passive requests still queued for ``space`` with ``err``: its worker drained
+        away and nothing else asks for it, so they must not wait for (or cause) a new one."""
+        route = self.routes.get(space)
+        if route is None:
+            return
+        keep: deque[Pending] = deque()
+        for pending in route.queue:
+            if pending.done:
+                continue
+            if pending.passive:
+                # an answer about the space, not a failed request: kept out of the error metrics
+                pending.done = True
+                self.reply(pending.client, wire.encode_error(pending.req.request_id, err.code, err.message,
+                                                             err.details))
+            else:
+                keep.append(pending)
+        route.queue = keep
 
     def fail(self, space: str, err: MemspaceError, *, forget: bool = False) -> None:
         """Answer everything waiting for ``space`` with ``err`` (the space FAILED or is deleted)."""
@@ -426,8 +461,14 @@ class Router:
         return {"queued": len(route.queue), "inflight": len(route.inflight), "suspects": len(route.suspects)}
 
     def busy(self, space: str) -> bool:
+        """Whether real work waits for or runs in the space's worker (passive requests do not count)."""
         route = self.routes.get(space)
-        return route is not None and bool(route.queue or route.inflight or route.suspects)
+        if route is None:
+            return False
+        for waiting in (route.suspects, route.queue, route.inflight.values()):
+            if any(not p.passive and not p.done for p in waiting):
+                return True
+        return False
 
     def close(self) -> None:
         self.frontend.close(0)

@@ -2,7 +2,9 @@
 
 Each handler gets the request and a ``reply(result)`` / ``fail(error)`` pair;
 operations that wait for a worker (drain, hibernate, restart, delete) keep the
-pair and answer when the worker has done its part.
+pair and answer when the worker has done its part. ``repair`` blocks on the disk,
+so it runs as a :class:`~memspace.supervisor.jobs.Jobs` job off the loop and
+answers when the job is collected.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from memspace import wire
 from memspace.engine.model import SpaceSettings
 from memspace.errors import (
+    Internal,
     InvalidArgument,
     MemspaceError,
     QuotaExceeded,
@@ -29,7 +32,9 @@ from memspace.errors import (
 from memspace.ids import validate_space_id
 from memspace.metrics import OTHER, LabelGuard, merge_histogram, new_histogram
 from memspace.supervisor.core import Slot, Supervisor
+from memspace.supervisor.jobs import Jobs
 from memspace.supervisor.lifecycle import State
+from memspace.testing import faults
 
 log = logging.getLogger("memspace.supervisor.admin")
 
@@ -38,8 +43,9 @@ Fail = Callable[[MemspaceError], None]
 
 
 class Admin:
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervisor, jobs: Jobs) -> None:
         self.sup = sup
+        self.jobs = jobs                  # the loop collects their completions (repair)
         self.started = time.time()
         self.labels = LabelGuard(sup.cfg["max_metric_spaces"])
 
@@ -87,6 +93,7 @@ class Admin:
             "restarts": slot.restarts,
             "restart_reasons": dict(slot.restart_reasons),
             "last_error": slot.last_error,
+            "repairing": slot.repairing,
             "memories": info.get("memories"),
             "memories_by_tier": info.get("memories_by_tier"),
             "wal_bytes": info.get("wal_bytes"),
@@ -250,6 +257,7 @@ class Admin:
         slot = self._slot(space)
         if slot.state is State.DELETING:
             raise SpaceUnavailable(f"memory space {space!r} is being deleted", {"space": space})
+        _refuse_while_repairing(slot, "restart")
 
         def answer(s: Slot) -> None:
             reply(self.status_of(s))
@@ -268,20 +276,58 @@ class Admin:
 
     def op_repair(self, space: str, args: dict[str, Any], reply: Reply, fail: Fail) -> None:
         """Recover a space's WAL up to its first corruption (a copy of every changed file is kept),
-        then start it again if it was FAILED."""
-        from memspace.storage.repair import repair_space
+        then start it again if it was FAILED (or crashed, or requests wait for it).
 
+        The repair runs on a job thread, so routing for every other space goes on meanwhile;
+        the answer comes when it has finished. While it runs the space cannot start (its
+        requests, a restart or a delete are answered SPACE_UNAVAILABLE, "being repaired") and a
+        second repair of it is refused the same way. A repair that raises is answered with its
+        error; the space keeps its state (a crashed one gets the restart it was due).
+        """
         slot = self._slot(space)
+        _refuse_while_repairing(slot, "repair")
+        if slot.state is State.DELETING:
+            raise SpaceUnavailable(f"memory space {space!r} is being deleted", {"space": space})
         if slot.handle is not None:
             raise SpaceUnavailable(
                 f"memory space {space!r} is running ({slot.state.name}); drain it first "
                 f"(`memspace space drain {space}`)", {"space": space, "state": slot.state.name})
         directory = self.sup.space_dir(space)
-        report = repair_space(directory) if directory.exists() else {"changed": False, "message": "no files yet"}
+        if not directory.exists():
+            self._repaired(slot, {"changed": False, "message": "no files yet"}, reply)
+            return
+        slot.repairing = True
+        # a start already promised (waiting for a worker slot, or deferred to a later loop step)
+        # would open the files under the repair; the repair starts the space itself when done
+        for pending in (self.sup.waiting, self.sup.deferred):
+            if space in pending:
+                pending.remove(space)
+
+        def done(report: Any, error: BaseException | None) -> None:
+            slot.repairing = False
+            if error is None:
+                self._repaired(slot, report, reply)
+                return
+            log.error("repair of space %s failed: %s", space, error)
+            if slot.state is State.BACKOFF and not self.sup.shutting_down:
+                self.sup.start(slot, "restart after crash")   # its restart timer fired during the repair
+            fail(error if isinstance(error, MemspaceError)
+                 else Internal(f"repair of memory space {space!r} failed: {error}", {"space": space}))
+
+        def run() -> dict[str, Any]:
+            from memspace.storage.repair import repair_space
+
+            faults.hold_repair(space)   # a test's seam (off unless its env var is set)
+            return repair_space(directory)
+
+        self.jobs.submit(f"repair {space}", run, done)
+
+    def _repaired(self, slot: Slot, report: dict[str, Any], reply: Reply) -> None:
         slot.crashes.clear()
         slot.backoff_s = 0.0
         slot.last_error = None
-        if slot.state is State.FAILED:
+        wanted = slot.state in (State.FAILED, State.BACKOFF) or self.sup.router.busy(slot.space)
+        if wanted and slot.handle is None and not self.sup.shutting_down:
             slot.on_ready.append(lambda s: reply({"repair": report, "space": self.status_of(s)}))
             self.sup.start(slot, "repaired")
         else:
@@ -292,6 +338,7 @@ class Admin:
         slot = self._slot(space)
         if slot.state is State.DELETING:
             raise SpaceUnavailable(f"memory space {space!r} is already being deleted", {"space": space})
+        _refuse_while_repairing(slot, "delete")
         running = slot.handle is not None
         slot.record = self.sup.registry.tombstone(space)
         self.sup._set(slot, State.DELETING, "delete requested")  # any -> DELETING
@@ -335,6 +382,13 @@ class Admin:
         self.sup.router.fail(space, SpaceNotFound(f"memory space {space!r} was deleted"), forget=True)
         log.info("space %s deleted: %s memories, %d files, %d bytes", space, memories, files, size)
         return {"space": space, "deleted": True, "memories": memories, "files": files, "bytes": size}
+
+
+def _refuse_while_repairing(slot: Slot, what: str) -> None:
+    if slot.repairing:
+        raise SpaceUnavailable(
+            f"memory space {slot.space!r} is being repaired; retry the {what} when the repair has answered",
+            {"space": slot.space, "state": slot.state.name, "repairing": True, "retry_after_s": 5})
 
 
 def _last_known_memories(directory: Path) -> int | None:

@@ -2,11 +2,17 @@
 
 Its loop reads as verbs (gunicorn's arbiter)::
 
-    wait()              zmq poll on: client socket, worker socket, worker sentinels, signal pipe
+    wait()              zmq poll on: client socket, worker socket, worker sentinels, signal pipe,
+                        finished-jobs pipe
     dispatch_signals()  SIGTERM/SIGINT -> graceful shutdown; SIGCHLD needs nothing (sentinels)
     route()             client requests -> workers, worker replies -> clients
     reap()              exited workers -> restart, hibernate, fail, finish a delete
+    collect()           finished background jobs (a repair) -> their answers
     tick()              timers: restarts, drain timeouts, deadlines, heartbeats, idle hibernation
+
+Nothing in the loop blocks on a space's files: work that does (``repair``) runs as a
+job on its own thread (:mod:`memspace.supervisor.jobs`) and is answered from
+``collect()``; shutdown waits for running jobs before it closes the registry.
 
 Signal handlers only record the signal (``signal.set_wakeup_fd`` wakes the poll);
 the loop acts. Startup order matters: the fork server starts *before* any zmq
@@ -36,6 +42,7 @@ from memspace.router.broker import Router
 from memspace.storage import fsutil
 from memspace.supervisor.admin import Admin
 from memspace.supervisor.core import Supervisor
+from memspace.supervisor.jobs import Jobs
 from memspace.supervisor.lifecycle import Events, State, Transition
 from memspace.supervisor.registry import Registry
 from memspace.supervisor.spawner import ForkServerSpawner, Spawner
@@ -75,7 +82,8 @@ class Arbiter:
         self.ctx = zmq.Context()
         self.sup = Supervisor(self.cfg.replace({"data_root": str(self.data_root)}), self.registry, self.spawner,
                               self.clock, self.events)
-        self.admin_ops = Admin(self.sup)
+        self.jobs = Jobs()
+        self.admin_ops = Admin(self.sup, self.jobs)
         self.router = Router(
             self.ctx, self.cfg["zmq.bind"], self._backend_endpoint(),
             supervisor=self,  # type: ignore[arg-type]
@@ -161,7 +169,8 @@ class Arbiter:
         self._exits = select.epoll()
         self._watched: dict[int, int] = {}
         self._poller = zmq.Poller()
-        for item in (self.router.frontend, self.router.backend, self._wake_r, self._exits.fileno()):
+        for item in (self.router.frontend, self.router.backend, self._wake_r, self._exits.fileno(),
+                     self.jobs.fileno()):
             self._poller.register(item, zmq.POLLIN)
 
     def _record_signal(self, signum: int, frame: Any) -> None:
@@ -172,7 +181,7 @@ class Arbiter:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT and every worker has drained. Returns the exit code."""
         try:
-            while not (self._stopping and self.sup.finished()):
+            while not (self._stopping and self.sup.finished() and self.jobs.idle()):
                 self.step()
         finally:
             if self.gateways is not None:
@@ -190,13 +199,16 @@ class Arbiter:
             self.router.handle_frontend()
         if self._exits.fileno() in events:
             self.reap()
+        if self.jobs.fileno() in events:
+            self.jobs.collect()
         self.sup.spawn_budget = SPAWNS_PER_STEP
         self.sup.start_deferred()
         self.tick()
 
     def wait(self, max_wait: float) -> dict[Any, int]:
-        """Poll a fixed set: two sockets, the signal pipe, and one epoll descriptor that becomes
-        readable when any worker or gateway exits (so the cost does not grow with workers)."""
+        """Poll a fixed set: two sockets, the signal pipe, the finished-jobs pipe, and one epoll
+        descriptor that becomes readable when any worker or gateway exits (so the cost does not
+        grow with workers)."""
         self._sync_exit_watch()
         now = self.clock.monotonic()
         wake = now + max_wait
@@ -277,8 +289,8 @@ class Arbiter:
 
     # -- the router's supervisor interface ---------------------------------------------------
 
-    def activate(self, space: str) -> None:
-        self.sup.activate(space)
+    def activate(self, space: str, *, wake: bool = True) -> None:
+        self.sup.activate(space, wake=wake)
 
     def admin(self, client: bytes, req: Any) -> None:
         self.admin_ops.handle(client, req)
@@ -303,6 +315,7 @@ class Arbiter:
         self.ctx.term()
         self.ctx = None
         self.registry.close()
+        self.jobs.close()
         signal.set_wakeup_fd(-1)
         self._exits.close()
         for fd in (self._wake_r, self._wake_w):

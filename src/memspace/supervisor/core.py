@@ -71,8 +71,20 @@ class Slot:
     clean_exit: bool = False              # BYE received
     last_error: str | None = None
     restart_after_exit: bool = False
+    repairing: bool = False               # `repair` is rewriting its files: nothing may spawn it
     on_exit: list[Callable[[Slot], None]] = field(default_factory=list)
     on_ready: list[Callable[[Slot], None]] = field(default_factory=list)
+
+
+def asleep(slot: Slot) -> SpaceUnavailable:
+    """The answer to a passive request for a space without a worker on its way. ``last_seq`` (the
+    newest WAL seq its last worker reported, when known) lets a change feed that missed the
+    space's last waking period see that it has something to fetch."""
+    details: dict[str, Any] = {"space": slot.space, "state": slot.state.name, "asleep": True}
+    if isinstance(slot.info.get("wal_last_seq"), int):
+        details["last_seq"] = slot.info["wal_last_seq"]
+    return SpaceUnavailable(f"memory space {slot.space!r} is {slot.state.name}; a passive request does not start it",
+                            details)
 
 
 class Supervisor:
@@ -130,7 +142,14 @@ class Supervisor:
 
     # -- activation (called by the router) ---------------------------------------------------
 
-    def activate(self, space: str) -> None:
+    def activate(self, space: str, *, wake: bool = True) -> None:
+        """A request for ``space`` arrived: start its worker unless one is (being) started.
+
+        Raises SpaceNotFound for an unknown space and SpaceUnavailable when it cannot serve
+        (FAILED, being deleted or repaired, the server shutting down). ``wake`` false (a passive
+        request) starts nothing: a space with no worker on its way raises SpaceUnavailable with
+        ``details.asleep`` instead, so an idle subscriber never brings a worker back.
+        """
         slot = self.slots.get(space)
         if slot is None:
             record = self.registry.get(space)
@@ -142,6 +161,9 @@ class Supervisor:
                     f"(`memspace space create {space}` or POST /v1/spaces)", {"space": space})
             slot = self.slot(record)
         state = slot.state
+        if slot.repairing:
+            raise SpaceUnavailable(f"memory space {space!r} is being repaired; retry when the repair has finished",
+                                   {"space": space, "state": state.name, "repairing": True, "retry_after_s": 5})
         if state is State.FAILED:
             raise SpaceUnavailable(
                 f"memory space {space!r} is FAILED ({slot.last_error or 'too many crashes'}); an operator "
@@ -151,15 +173,28 @@ class Supervisor:
             raise SpaceUnavailable(f"memory space {space!r} is being deleted", {"space": space, "state": state.name})
         if self.shutting_down:
             raise SpaceUnavailable("the server is shutting down", {"retry_after_s": 1})
+        if not wake:
+            if not self._on_its_way(slot):
+                raise asleep(slot)
+            return
         if state in (State.REGISTERED, State.HIBERNATED, State.STOPPED):
             self.start(slot, "request")
         elif state is State.DRAINING:
             slot.restart_after_exit = True
 
+    def _on_its_way(self, slot: Slot) -> bool:
+        """Whether the space has a worker or will get one without being asked again."""
+        if slot.state is State.DRAINING:
+            return slot.restart_after_exit
+        if slot.state in (State.REGISTERED, State.HIBERNATED, State.STOPPED):
+            return slot.space in self.waiting or slot.space in self.deferred
+        return True   # STARTING, RECOVERING, READY, or BACKOFF (its restart timer runs)
+
     def start(self, slot: Slot, reason: str) -> None:
         """Spawn the space's worker now, or as soon as a worker slot is free (or, in a burst of
-        activations, in a later loop step: ``spawn_budget`` per step)."""
-        if slot.handle is not None or slot.space in self.waiting:
+        activations, in a later loop step: ``spawn_budget`` per step). Never while a repair
+        rewrites its files (the repair starts it when it finishes, if it should run)."""
+        if slot.handle is not None or slot.space in self.waiting or slot.repairing:
             return
         if self.spawn_budget <= 0:
             if slot.space not in self.deferred:
@@ -298,6 +333,9 @@ class Supervisor:
             self._run_exit_callbacks(slot)
             if (slot.restart_after_exit or self.router.busy(slot.space)) and not self.shutting_down:
                 self.start(slot, "requests waiting")
+            else:
+                # only passive requests (change-feed polls) may be left: they do not wake it
+                self.router.release_passive(slot.space, asleep(slot))
         else:
             self._crashed(slot, code, now)
         self._start_waiting()
@@ -350,7 +388,7 @@ class Supervisor:
     def _start_waiting(self) -> None:
         while self.waiting and self.active() < self.cfg["max_active_workers"]:
             slot = self.slots.get(self.waiting.popleft())
-            if slot is not None and slot.handle is None and slot.state in (
+            if slot is not None and slot.handle is None and not slot.repairing and slot.state in (
                     State.REGISTERED, State.HIBERNATED, State.STOPPED, State.BACKOFF):
                 self._spawn(slot, "worker slot free")
 

@@ -74,6 +74,9 @@ class RecordingRouter:
     def hold(self, space: str) -> None:
         self.calls.append(("hold", space))
 
+    def release_passive(self, space: str, err: Any) -> None:
+        self.calls.append(("release_passive", space, err.details.get("state")))
+
     def fail(self, space: str, err: Any, *, forget: bool = False) -> None:
         self.calls.append(("fail", space, err.code))
 

@@ -26,8 +26,11 @@ not part of these lists)::
 * ``space_id``: ASCII space id (:mod:`memspace.ids`). Empty for deployment-wide
   admin ops (``list_spaces``, ``status``); empty on a space op means "the
   default space", which the router resolves (or refuses with SPACE_REQUIRED).
-* ``meta``: orjson object, at most 4 KiB, empty bytes = ``{}``. Known key:
-  ``timeout_ms`` (positive int); others are passed through.
+* ``meta``: orjson object, at most 4 KiB, empty bytes = ``{}``. Known keys:
+  ``timeout_ms`` (positive int); ``passive`` (``true``: a background request, such
+  as a change feed's long poll, that neither counts as activity for idle
+  hibernation nor starts a space that has no worker: the router then answers
+  SPACE_UNAVAILABLE with ``details.asleep = true`` itself). Others are passed through.
 * ``body``: orjson object of the op's keyword arguments (empty = ``{}``) on
   requests; on replies the orjson result when ``status`` is ``b"OK"``, else
   ``status`` is an error code from :data:`memspace.errors.CODES` and ``body`` is
@@ -163,6 +166,11 @@ class ClientRequest(NamedTuple):
         return value if isinstance(value, int) else None
 
     @property
+    def passive(self) -> bool:
+        """A background request: not activity, and it does not start a sleeping space."""
+        return self.meta.get("passive") is True
+
+    @property
     def routing_id(self) -> bytes:
         """The worker's zmq identity for this request's space (resolve an empty space first)."""
         return self.space.encode("ascii")
@@ -236,11 +244,13 @@ class Control(NamedTuple):
 
 
 def encode_request(request_id: str, space: str, op: str, body: Mapping[str, Any] | bytes | None, *,
-                   timeout_ms: int | None = None, token: str | None = None,
+                   timeout_ms: int | None = None, token: str | None = None, passive: bool = False,
                    max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
-    """Frames a client sends. ``token``: the caller's bearer token (``auth.mode = token``). ``body``: the op's keyword arguments (numpy arrays allowed), or
-    bytes already holding an orjson object. Raises WireError for a bad id, op or timeout, a
-    body that cannot be encoded, or a message over ``max_bytes``."""
+    """Frames a client sends. ``token``: the caller's bearer token (``auth.mode = token``).
+    ``passive``: mark a background request (see ``meta`` above). ``body``: the op's keyword
+    arguments (numpy arrays allowed), or bytes already holding an orjson object. Raises
+    WireError for a bad id, op or timeout, a body that cannot be encoded, or a message over
+    ``max_bytes``."""
     rid = _encode_request_id(request_id)
     if space:
         try:
@@ -255,6 +265,8 @@ def encode_request(request_id: str, space: str, op: str, body: Mapping[str, Any]
         fields["timeout_ms"] = timeout_ms
     if token:
         fields["token"] = token
+    if passive:
+        fields["passive"] = True
     meta = orjson.dumps(fields) if fields else b""
     frames = [PROTOCOL, _TYPE_FRAME[MsgType.REQUEST], rid, space.encode("ascii"), op.encode(),
               meta, _encode_body(body, "request body")]
@@ -570,6 +582,9 @@ def _decode_meta(raw: bytes, rid: bytes) -> dict[str, Any]:
     timeout = meta.get("timeout_ms")
     if timeout is not None:
         _check_timeout(timeout, rid)
+    if "passive" in meta and not isinstance(meta["passive"], bool):
+        raise WireInvalidArgument(f"meta passive must be true or false, got {meta['passive']!r:.40}",
+                                  {"field": "passive"}, request_id=rid)
     return meta
 
 
