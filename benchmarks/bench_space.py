@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,11 @@ def build_batched(path: Path, vectors: np.ndarray, fsync: str = "never") -> tupl
 
 
 def build_wal_only(path: Path, vectors: np.ndarray) -> tuple[list[str], int]:
-    """A space whose whole state is in its WAL, one REMEMBER record per memory: what single
-    remembers log. The engine plans them a thousand at a time (the same decisions: dedup,
-    auto-links both ways), which is far faster than a search per remember; each entry is then
-    logged as its own record. Returns the ids in order and the number of links."""
+    """A space whose whole state is in its WAL, one record per memory: what single remembers
+    through a server log (each with its request id, a uuid4 hex as the client sends). The
+    engine plans them a thousand at a time (the same decisions: dedup, auto-links both ways),
+    which is far faster than a search per remember; each entry is then logged as its own
+    record. Returns the ids in order and the number of links."""
     from memspace.engine import Engine, records
     from memspace.ids import new_memory_id
     from memspace.storage.wal import Wal
@@ -123,7 +125,7 @@ def build_wal_only(path: Path, vectors: np.ndarray) -> tuple[list[str], int]:
             if len(stores) != len(rec.entries):
                 raise RuntimeError("the generated vectors produced duplicates; the benchmark assumes none")
             for entry in stores:
-                wal.append(*records.encode(records.Remember((entry,))))
+                wal.append(*records.encode(records.Remember((entry,), uuid.uuid4().hex)))
                 ids.append(entry.id)
             engine.apply(rec)
             wal.commit()

@@ -56,7 +56,8 @@ any_record = st.one_of(
 @given(any_record)
 def test_round_trip(rec: records.Record) -> None:
     kind, payload = encode(rec)
-    assert kind == rec.type and isinstance(payload, bytes)
+    all_stores = isinstance(rec, Remember) and all(isinstance(e, StoreEntry) for e in rec.entries)
+    assert kind == (RecordType.STORE if all_stores else rec.type) and isinstance(payload, bytes)
     assert decode(kind, payload) == rec
     assert decode(int(kind), memoryview(payload)) == rec
 
@@ -78,8 +79,9 @@ def test_payload_layout_keeps_embeddings_out_of_json() -> None:
 
 def test_decoded_embeddings_do_not_pin_the_callers_buffer() -> None:
     rec = Remember((StoreEntry("a", None, np.ones(DIM, np.float32), 1.0, 0.0),))
-    buf = bytearray(encode(rec)[1])
-    out = decode(RecordType.REMEMBER, memoryview(buf))
+    kind, payload = encode(rec)
+    buf = bytearray(payload)
+    out = decode(kind, memoryview(buf))
     buf[-4:] = b"\0\0\0\0"
     assert isinstance(out, Remember) and out.entries[0].embedding[-1] == 1.0  # type: ignore[union-attr]
 
@@ -106,9 +108,165 @@ def test_decode_errors(kind: int, payload: bytes, problem: str) -> None:
 
 
 def test_decode_rejects_a_wrong_embedding_block_and_unknown_ops() -> None:
-    _, payload = encode(Remember((StoreEntry("a", None, np.ones(DIM, np.float32), 1.0, 0.0),)))
+    _, payload = encode(Remember((StoreEntry("a", None, np.ones(DIM, np.float32), 1.0, 0.0),
+                                  MergeEntry("b", 0.97, 6.0, 0.9))))
     with pytest.raises(RecordFormatError, match="embedding bytes"):
         decode(RecordType.REMEMBER, payload[:-4])
     meta = orjson.dumps({"rid": None, "dim": 0, "entries": [{"op": "explode"}]})
     with pytest.raises(RecordFormatError, match="unknown entry op 'explode'"):
         decode(RecordType.REMEMBER, struct.pack("<I", len(meta)) + meta)
+
+
+# -- the STORE layout --------------------------------------------------------------------------------
+
+def _store(*entries: StoreEntry, rid: str | None = "r") -> bytes:
+    kind, payload = encode(Remember(entries, rid))
+    assert kind == RecordType.STORE
+    return payload
+
+
+def _entry(memory_id: str = "a", **over: object) -> StoreEntry:
+    fields: dict[str, object] = dict(content="hello", embedding=np.arange(DIM, dtype=np.float32), confidence=0.5,
+                                     created_at=7.25, tags=("t", "u"), metadata={"k": [1, 2]},
+                                     links=(Link("x", 0.75, "similar"), Link("y", 0.5, "caused-by")),
+                                     backlinks=(("x", 0.75),))
+    fields.update(over)
+    return StoreEntry(memory_id, **fields)  # type: ignore[arg-type]
+
+
+def test_store_layout_keeps_numbers_and_ids_out_of_json() -> None:
+    payload = _store(_entry("a"), _entry("b", links=(), backlinks=(("a", 0.9),)))
+    n, dim, nl, nb, ids_len, meta_len = struct.unpack_from("<6I", payload)
+    assert (n, dim, nl, nb) == (2, DIM, 2, 2)
+    counts = struct.unpack_from("<4I", payload, 24)
+    assert counts == (2, 0, 1, 1)     # links per entry, then backlinks per entry
+    numbers = struct.unpack_from("<8d", payload, 40)
+    assert numbers == (0.5, 0.5, 7.25, 7.25, 0.75, 0.5, 0.75, 0.9)
+    codes = struct.unpack_from("<2I", payload, 104)
+    text_at = 112
+    assert payload[text_at:text_at + ids_len] == b"a b x y x a"
+    meta = orjson.loads(payload[text_at + ids_len:text_at + ids_len + meta_len])
+    assert meta == {"rid": "r", "content": ["hello", "hello"], "tags": [["t", "u"], ["t", "u"]],
+                    "metadata": [{"k": [1, 2]}, {"k": [1, 2]}], "kinds": ["similar", "caused-by"]}
+    assert [meta["kinds"][c] for c in codes] == ["similar", "caused-by"]
+    rows = np.frombuffer(payload[text_at + ids_len + meta_len:], "<f4").reshape(2, DIM)
+    assert np.array_equal(rows[1], np.arange(DIM, dtype=np.float32))
+
+
+@pytest.mark.parametrize("memory_id", ["has space", "caf\u00e9"])
+def test_ids_the_store_layout_cannot_carry_fall_back_to_remember(memory_id: str) -> None:
+    rec = Remember((_entry(memory_id),), "r")
+    kind, payload = encode(rec)
+    assert kind == RecordType.REMEMBER and decode(kind, payload) == rec
+    linked = Remember((_entry("a", links=(Link(memory_id, 0.5),)),), "r")
+    kind, payload = encode(linked)
+    assert kind == RecordType.REMEMBER and decode(kind, payload) == linked
+
+
+def test_records_in_the_remember_layout_still_decode() -> None:
+    """What was logged before the STORE layout existed: a REMEMBER of stores."""
+    vec = np.arange(DIM, dtype=np.float32)
+    meta = orjson.dumps({"rid": "old", "dim": DIM, "entries": [{
+        "op": "store", "id": "a", "content": "c", "confidence": 0.5, "created_at": 3.0, "tags": ["t"],
+        "metadata": {}, "links": [["b", 0.7, "similar"]], "backlinks": [["b", 0.7]]}]})
+    rec = decode(RecordType.REMEMBER, struct.pack("<I", len(meta)) + meta + vec.tobytes())
+    assert rec == Remember((StoreEntry("a", "c", vec, 0.5, 3.0, ("t",), {}, (Link("b", 0.7, "similar"),),
+                                       (("b", 0.7),)),), "old")
+
+
+def _patched_meta(payload: bytes, **changes: object) -> bytes:
+    n, dim, nl, nb, ids_len, meta_len = struct.unpack_from("<6I", payload)
+    meta_at = 24 + 8 * n + 8 * (2 * n + nl + nb) + 4 * nl + ids_len
+    meta = orjson.loads(payload[meta_at:meta_at + meta_len])
+    meta.update(changes)
+    body = orjson.dumps(meta)
+    head = struct.pack("<6I", n, dim, nl, nb, ids_len, len(body))
+    return head + payload[24:meta_at] + body + payload[meta_at + meta_len:]
+
+
+def _store_errors() -> list[tuple[bytes, str]]:
+    good = _store(_entry())
+    n, dim, nl, nb, ids_len, meta_len = struct.unpack_from("<6I", good)
+    return [
+        (good[:-4], "bytes where the header implies"),
+        (good[:10], "cannot decode STORE"),
+        (struct.pack("<6I", 0, dim, 0, 0, 0, 0), "0 entries"),
+        (struct.pack("<6I", 1, 0, nl, nb, ids_len, meta_len) + good[24:-4 * DIM], "dimension 0"),
+        (good[:24] + struct.pack("<I", 1) + good[28:], "link counts do not add up"),
+        (good.replace(b"a x y x", b"a x y  "), "ids where"),
+        (good.replace(b"a x y x", b"a x y \xff"), "cannot decode STORE"),
+        (_patched_meta(good, content=[7]), "content of type int"),
+        (_patched_meta(good, content=["a", "b"]), "malformed meta"),
+        (_patched_meta(good, tags=["ab"]), "tags of type str"),
+        (_patched_meta(good, tags=[[1]]), "a tag of type int"),
+        (_patched_meta(good, metadata=[[]]), "metadata of type list"),
+        (_patched_meta(good, kinds=["similar"]), "link kind 1 of 1"),
+        (_patched_meta(good, kinds=["similar", 3]), "a link kind of type int"),
+        (_patched_meta(good, rid=5), "malformed meta"),
+    ]
+
+
+@pytest.mark.parametrize("payload,problem", _store_errors())
+def test_store_decode_errors(payload: bytes, problem: str) -> None:
+    with pytest.raises(RecordFormatError, match=problem):
+        decode(RecordType.STORE, payload)
+
+
+store_only = st.builds(Remember, st.lists(store, min_size=1, max_size=4).map(tuple), request_ids)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(store_only, min_size=1, max_size=6))
+def test_decode_stores_reads_what_store_columns_reads(recs: list[Remember]) -> None:
+    payloads = [encode(r)[1] for r in recs]
+    batch = records.decode_stores([memoryview(p) for p in payloads], DIM)
+    assert batch is not None and len(batch) == len(recs)
+    cols = [records.store_columns(p) for p in payloads]
+    assert batch.request_ids == [c.request_id for c in cols]
+    assert batch.entries.tolist() == [len(c.ids) for c in cols]
+    assert batch.ids == [i for c in cols for i in c.ids]
+    assert batch.link_counts.tolist() == [x for c in cols for x in c.link_counts]
+    assert batch.back_counts.tolist() == [x for c in cols for x in c.back_counts]
+    assert batch.confidence.tolist() == [x for c in cols for x in c.confidence]
+    assert batch.created_at.tolist() == [x for c in cols for x in c.created_at]
+    assert batch.content == [x for c in cols for x in c.content]
+    assert batch.tags == [x for c in cols for x in c.tags]
+    assert batch.metadata == [x for c in cols for x in c.metadata]
+    assert batch.rows == b"".join(bytes(c.embeddings) for c in cols)
+    assert batch.targets == [x for c in cols for x in c.targets]
+    assert batch.weights.tolist() == [x for c in cols for x in c.weights]
+    assert [batch.kind_names[i] for i in batch.kinds] == [c.kinds[i] for c in cols for i in c.codes]
+    assert batch.neighbours == [x for c in cols for x in c.neighbours]
+    assert batch.back_weights.tolist() == [x for c in cols for x in c.back_weights]
+    # and any run of its records, as its own batch
+    if len(recs) == 1:
+        return
+    part = batch.part(1, len(recs))
+    rest = records.decode_stores(payloads[1:], DIM)
+    assert rest is not None
+    for name in ("request_ids", "ids", "content", "tags", "metadata", "rows", "targets", "neighbours"):
+        assert getattr(part, name) == getattr(rest, name)
+    for name in ("entries", "link_counts", "back_counts", "confidence", "weights", "back_weights"):
+        assert getattr(part, name).tolist() == getattr(rest, name).tolist()
+
+
+@pytest.mark.parametrize("bad", range(len(_store_errors())))
+def test_decode_stores_refuses_a_run_with_a_payload_store_columns_refuses(bad: int) -> None:
+    good = _store(_entry())
+    payload, _ = _store_errors()[bad]
+    assert records.decode_stores([good, good], DIM) is not None
+    assert records.decode_stores([good, payload, good], DIM) is None
+
+
+def test_decode_stores_checks_each_records_words_not_only_the_total() -> None:
+    good = _store(_entry())
+    fewer = good.replace(b"a x y x", b"a x yxx")     # 3 words where the header says 4
+    more = good.replace(b"a x y x", b"a x   x")      # 5
+    for p in (fewer, more):
+        with pytest.raises(RecordFormatError):
+            decode(RecordType.STORE, p)
+    assert records.decode_stores([fewer, more], DIM) is None
+
+
+def test_decode_stores_refuses_another_dimension() -> None:
+    assert records.decode_stores([_store(_entry())], DIM + 1) is None

@@ -6,8 +6,7 @@ from __future__ import annotations
 import gc
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -16,15 +15,14 @@ from hypothesis import HealthCheck, given, settings
 
 from memspace.engine import Engine, MemoryTier, decode, encode, replay
 from memspace.engine.model import Link, Memory
-from memspace.engine.records import RecordFormatError, RecordType
+from memspace.engine.records import RecordFormatError, RecordType, Remember, StoreEntry
 from memspace.errors import MemspaceError
 
 from .conftest import DIM, Driver, basis, make_engine
 from .test_replay import ops, same_internals, scenario, state
 
 
-@dataclass(frozen=True)
-class Logged:
+class Logged(NamedTuple):
     seq: int
     type: int
     payload: bytes
@@ -147,6 +145,19 @@ def test_runs_are_flushed_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert both(logged(drv.records))[1] == 1  # only the forget
 
 
+def _store(seq: int, *entries: StoreEntry, rid: str | None = None) -> Logged:
+    kind, payload = encode(Remember(entries, rid))
+    assert kind == RecordType.STORE
+    return Logged(seq, kind, payload)
+
+
+def _entry(memory_id: str, **over: Any) -> StoreEntry:
+    fields: dict[str, Any] = dict(content="c", embedding=np.ones(DIM, np.float32), confidence=0.5, created_at=5.0,
+                                  tags=("a",), metadata={"k": 1}, links=(), backlinks=())
+    fields.update(over)
+    return StoreEntry(memory_id, **fields)
+
+
 def test_backlink_into_a_warm_memory_promotes_it_like_apply() -> None:
     def make() -> Engine:
         warm = MemoryTier("warm")
@@ -154,12 +165,8 @@ def test_backlink_into_a_warm_memory_promotes_it_like_apply() -> None:
                          links=(Link("gone", 0.4),))])
         return make_engine(engine_kwargs={"warm": warm})
 
-    meta = {"rid": None, "dim": DIM, "entries": [{
-        "op": "store", "id": "n1", "content": None, "confidence": 0.5, "created_at": 100.0, "tags": [],
-        "metadata": {}, "links": [], "backlinks": [["w1", 0.8], ["nowhere", 0.7]]}]}
-    body = orjson.dumps(meta)
-    vec = np.asarray(basis(0), "<f4").tobytes()
-    log = [Logged(1, RecordType.REMEMBER, struct.pack("<I", len(body)) + body + vec)]
+    log = [_store(1, _entry("n1", embedding=np.asarray(basis(0), np.float32), content=None, tags=(), metadata={},
+                            backlinks=(("w1", 0.8), ("nowhere", 0.7))))]
     b, general = both(log, make)
     assert general == 1
     assert b.tier_of("w1") == "hot" and [lk.target for lk in b.get("w1").links] == ["n1"]
@@ -171,8 +178,7 @@ def test_a_store_of_an_id_in_a_lower_tier_is_left_to_apply() -> None:
         warm.add([Memory("w1", "warm one", np.asarray(basis(3), np.float32), 0.5, 10.0, 10.0, 2)])
         return make_engine(engine_kwargs={"warm": warm})
 
-    log = [Logged(1, RecordType.REMEMBER, _payload([_entry("w1")], 1)),
-           Logged(2, RecordType.REMEMBER, _payload([_entry("n2")], 1))]
+    log = [_store(1, _entry("w1")), _store(2, _entry("n2"))]
     b, general = both(log, make)
     assert general == 1
     assert b.tier_of("w1") == "hot" and b.count() == 2 and b.get("w1").access_count == 2
@@ -189,55 +195,68 @@ def test_a_store_under_an_existing_id_is_left_to_apply() -> None:
     assert both(log)[1] == 2  # the forget and the store of an existing id
 
 
-def _payload(entries: list[dict[str, Any]], rows: int, rid: Any = None) -> bytes:
-    body = orjson.dumps({"rid": rid, "dim": DIM, "entries": entries})
-    return struct.pack("<I", len(body)) + body + np.ones((rows, DIM), "<f4").tobytes()
-
-
-def _entry(memory_id: str, **over: Any) -> dict[str, Any]:
-    e = {"op": "store", "id": memory_id, "content": "c", "confidence": 0.5, "created_at": 5.0, "tags": ["a"],
-         "metadata": {"k": 1}, "links": [], "backlinks": []}
-    e.update(over)
-    return e
-
-
 @pytest.mark.parametrize("odd, general", [
-    ({"metadata": [["k", 2]]}, 1),            # not a dict: apply's dict() still takes it
-    ({"tags": "ab"}, 1),                      # a string: apply makes ("a", "b")
-    ({"confidence": True}, 1),                # a bool: the array gets 1.0
-    ({"links": [["p0", 0.5, "x"], ["p0", 0.7, "y"]]}, 0),     # the same target twice: the last wins
-    ({"backlinks": [["p1", 0.9]], "links": [["p1", 0.2, "z"]]}, 0),
-    ({"backlinks": [["p1", 0.9], ["p0", 0.2], ["p1", 0.4]]}, 0),  # a neighbour twice: the last wins
-    ({"links": [["ghost", 0.5, "x"]]}, 0),    # a link to an id that does not exist
-    ({"links": [["q3", 0.5, "x"]]}, 1),       # ... that is stored later, with a backlink the other way
-    ({"links": [["p0", 1, "x"]]}, 0),         # an integer weight
-    ({"links": [["p0", True, "x"]]}, 1),      # a bool weight
-    ({"links": [["p0", 0.5, 7]]}, 1),         # a kind that is not a string
-    ({"backlinks": [["q2", 0.9]]}, 1),        # a backlink into itself
-    ({"backlinks": [["q3", 0.9]]}, 1),        # into a memory stored later
+    ({"links": (Link("p0", 0.5, "x"), Link("p0", 0.7, "y"))}, 0),      # the same target twice: the last wins
+    ({"backlinks": (("p1", 0.9),), "links": (Link("p1", 0.2, "z"),)}, 0),
+    ({"backlinks": (("p1", 0.9), ("p0", 0.2), ("p1", 0.4))}, 0),        # a neighbour twice: the last wins
+    ({"links": (Link("ghost", 0.5, "x"),)}, 0),    # a link to an id that does not exist
+    ({"links": (Link("q1", 0.5, "x"),)}, 0),       # ... to an earlier entry of the record
+    ({"links": (Link("q2", 0.5, "x"),)}, 1),       # ... to itself
+    ({"links": (Link("q3", 0.5, "x"),)}, 2),       # ... stored later in the run: both records go to apply
+    ({"links": (Link("p0", 1, "x"),)}, 0),         # an integer weight
+    ({"backlinks": (("q1", 0.9),)}, 0),            # a backlink into an earlier entry
+    ({"backlinks": (("q2", 0.9),)}, 1),            # ... into itself
+    ({"backlinks": (("q3", 0.9),)}, 1),            # ... into a memory stored later
+    ({"content": None, "tags": (), "metadata": {}}, 0),
 ])
 def test_unusual_but_decodable_values_give_the_same_state(odd: dict[str, Any], general: int) -> None:
     drv = Driver(make_engine())
     drv.one(id="p0", embedding=basis(5))
     drv.one(id="p1", embedding=basis(6))
     log = logged(drv.records)
-    log.append(Logged(3, RecordType.REMEMBER, _payload([_entry("q1"), _entry("q2", **odd)], 2, rid="odd")))
-    log.append(Logged(4, RecordType.REMEMBER, _payload([_entry("q3", backlinks=[["q1", 0.6]])], 1, rid="x")))
+    log.append(_store(3, _entry("q1"), _entry("q2", **odd), rid="odd"))
+    log.append(_store(4, _entry("q3", backlinks=(("q1", 0.6),)), rid="x"))
     assert both(log)[1] == general
 
 
-def test_a_store_of_an_id_linked_to_earlier_is_left_to_apply() -> None:
-    """A link to an id before that id is stored (in the same record or an earlier one): the
-    store's backlinks could set the same pair again, so apply decides."""
+def test_a_link_to_a_later_entry_of_the_same_record_is_left_to_apply() -> None:
     drv = Driver(make_engine())
     drv.one(id="p0", embedding=basis(5))
     log = logged(drv.records)
-    log.append(Logged(2, RecordType.REMEMBER, _payload([_entry("a", links=[["b", 0.5, "x"]]),
-                                                        _entry("b", backlinks=[["a", 0.8], ["p0", 0.7]])], 2)))
-    log.append(Logged(3, RecordType.REMEMBER, _payload([_entry("c", links=[["d", 0.5, "x"]])], 1)))
-    log.append(Logged(4, RecordType.REMEMBER, _payload([_entry("d", backlinks=[["c", 0.6]])], 1)))
+    log.append(_store(2, _entry("q1", links=(Link("q2", 0.5, "x"),)), _entry("q2", backlinks=(("q1", 0.6),))))
+    assert both(log)[1] == 1
+
+
+def test_records_in_the_remember_layout_take_the_general_path() -> None:
+    """What was logged before the STORE layout existed replays exactly, one record at a time."""
+    drv = Driver(make_engine(link_threshold=0.5, dedup_threshold=0.99))
+    for v in near(np.random.default_rng(3), 6):
+        drv.one(embedding=v, tags=["t"])
+    log = []
+    for seq, rec in enumerate(drv.records, 1):
+        e = rec.entries[0]
+        meta = orjson.dumps({"rid": rec.request_id, "dim": DIM, "entries": [{
+            "op": "store", "id": e.id, "content": e.content, "confidence": e.confidence,
+            "created_at": e.created_at, "tags": e.tags, "metadata": e.metadata,
+            "links": [[lk.target, lk.weight, lk.kind] for lk in e.links], "backlinks": e.backlinks}]})
+        log.append(Logged(seq, RecordType.REMEMBER,
+                          struct.pack("<I", len(meta)) + meta + np.asarray(e.embedding, "<f4").tobytes()))
     b, general = both(log)
-    assert general == 2
+    assert general == 6
+    assert_same(drv.engine, b)
+
+
+def test_a_store_of_an_id_linked_to_earlier_is_left_to_apply() -> None:
+    """A link to an id before that id is stored (in an earlier record): the store's backlinks
+    could set the same pair again, so apply decides, for the linking record too."""
+    drv = Driver(make_engine())
+    drv.one(id="p0", embedding=basis(5))
+    log = logged(drv.records)
+    log.append(_store(2, _entry("a", links=(Link("b", 0.5, "x"),)), _entry("b", backlinks=(("a", 0.8), ("p0", 0.7)))))
+    log.append(_store(3, _entry("c", links=(Link("d", 0.5, "x"),))))
+    log.append(_store(4, _entry("d", backlinks=(("c", 0.6),))))
+    b, general = both(log)
+    assert general == 3
     assert b.get("a").links == (Link("b", 0.8, "similar"),) and b.get("c").links == (Link("d", 0.6, "similar"),)
 
 
@@ -246,7 +265,8 @@ def test_a_bad_payload_raises_like_decode_with_everything_before_it_applied() ->
     for v in near(np.random.default_rng(9), 5):
         drv.one(embedding=v)
     good = logged(drv.records)
-    bad = Logged(6, RecordType.REMEMBER, _payload([_entry("z", backlinks=[["m0", 0.8]])], 2))  # one row too many
+    _, payload = encode(Remember((_entry("z"),)))
+    bad = Logged(6, RecordType.STORE, payload + bytes(4 * DIM))  # one row too many
     with pytest.raises(RecordFormatError) as expected:
         decode(bad.type, bad.payload)
     e = make_engine()
@@ -336,3 +356,36 @@ def test_random_operation_sequences_replay_identically(sequence: list[tuple[str,
         drv.run(rec)
     b, _ = both(logged(drv.records), lambda: make_engine(dedup_threshold=0.9, link_threshold=0.5))
     assert_same(e, b)
+
+
+def test_after_max_retries_the_rest_of_a_run_goes_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records that do not fit, one after another (links to ids stored later in the run)."""
+    monkeypatch.setattr(replay, "MAX_RETRIES", 2)
+    drv = Driver(make_engine())
+    drv.one(id="p0", embedding=basis(5))
+    log = logged(drv.records)
+    for i in range(6):
+        log.append(_store(len(log) + 1, _entry(f"a{i}", links=(Link(f"b{i}", 0.5, "x"),))))
+        log.append(_store(len(log) + 1, _entry(f"b{i}", backlinks=(("p0", 0.7),))))
+    log.append(_store(len(log) + 1, _entry("last", backlinks=(("p0", 0.6),))))
+    b, general = both(log)
+    # p0 goes in bulk; a0 (a link into the run's future) and b0 (something links to it)
+    # use up the retries, and the rest of the run goes one by one
+    assert general == len(log) - 1
+    assert [lk.target for lk in b.get("a5").links] == ["b5"]
+
+
+def test_on_record_only_after_record_after_and_results_for_all() -> None:
+    drv = Driver(make_engine(link_threshold=0.5, dedup_threshold=0.99))
+    for i, v in enumerate(near(np.random.default_rng(4), 6)):
+        drv.remember({"embedding": v}, request_id=f"r{i}")
+    drv.forget(drv.records[0].entries[0].id)
+    log = logged(drv.records)
+    results: list[tuple[str, Any]] = []
+    seen: list[int] = []
+    e = make_engine(link_threshold=0.5, dedup_threshold=0.99)
+    e.replay(log, on_result=lambda rid, r: results.append((rid, r)), on_record=lambda seq, r: seen.append(seq),
+             record_after=4)
+    assert seen == [5, 6, 7]
+    assert results == one_by_one(make_engine(link_threshold=0.5, dedup_threshold=0.99), log)[0]
+    assert [rid for rid, _ in results] == [f"r{i}" for i in range(6)]

@@ -56,3 +56,20 @@ def test_reopen_replays_hooks_results_and_state(tmp_path: Path) -> None:
         again = space.remember(embedding=v[5], content="different", request_id="r5")
         assert again == first[5]
         assert space.count() == links.memories
+
+
+def test_record_tail_limits_the_hook_during_recovery_only(tmp_path: Path) -> None:
+    v = vectors(8)
+    with memspace.open_space(tmp_path / "s", dimension=16, fsync="never", clock=FakeClock()) as space:
+        for x in v[:6]:
+            space.remember(embedding=x)
+    seen: list[int] = []
+    with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(), record_tail=2,
+                             on_record=lambda seq, rec: seen.append(seq)) as space:
+        assert seen == [5, 6]
+        space.remember(embedding=v[6])
+        assert seen == [5, 6, 7]
+        assert space.count() == 7
+    with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(), record_tail=0,
+                             on_record=lambda seq, rec: seen.append(seq)):
+        assert seen == [5, 6, 7]

@@ -346,3 +346,34 @@ def test_other_files_in_the_directory_are_ignored(tmp_path: Path) -> None:
     with Wal.open(tmp_path) as w:
         assert replay(w) == expected(1, 2)
     assert walmod.segment_name(12) == "00000000000000000012.wal"
+
+
+def test_payloads_are_the_records_in_place(tmp_path: Path) -> None:
+    """The replay path: what ``records`` gives, as views of the mapped segments."""
+    with Wal.open(tmp_path, segment_bytes=300) as w:
+        for seq in range(1, 13):
+            w.append(seq % 256, payload(seq))
+        w.commit()
+        assert len(w.segments) > 2
+        views = list(w.payloads())
+        assert all(isinstance(p, memoryview) for _, _, p in views)
+        assert [(s, t, bytes(p)) for s, t, p in views] == expected(1, 12)
+        assert [(s, t, bytes(p)) for s, t, p in w.payloads(after_seq=7)] == expected(8, 12)
+        assert list(w.payloads(after_seq=12)) == []
+        w.append(1, b"late")
+        w.commit()
+        assert [(s, bytes(p)) for s, _, p in w.payloads(after_seq=12)] == [(13, b"late")]
+    with Wal.open(tmp_path, segment_bytes=300) as w:
+        assert [(s, t, bytes(p)) for s, t, p in w.payloads()] == [*expected(1, 12), (13, 1, b"late")]
+
+
+def test_payloads_refuse_a_header_that_runs_past_the_segment(tmp_path: Path) -> None:
+    w = fill(tmp_path, 3)
+    seg = w.segments[0]
+    data = bytearray(seg.read_bytes())
+    struct.pack_into("<I", data, 16 + 16, 10_000)    # the first record's length
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption, match="bad record header") as err:
+        list(w.payloads())
+    assert (err.value.path, err.value.offset) == (str(seg), 16)
+    w.close()

@@ -159,12 +159,13 @@ class HotTier:
     def extend(
         self, ids: Sequence[str], embeddings: npt.ArrayLike, confidence: npt.ArrayLike, created_at: npt.ArrayLike,
         last_access: npt.ArrayLike, access_count: npt.ArrayLike, content: Sequence[str | None],
-        tags: Sequence[tuple[str, ...]], metadata: Sequence[dict[str, Any]],
+        tags: Sequence[tuple[str, ...]], metadata: Sequence[dict[str, Any]], slots: npt.ArrayLike | None = None,
     ) -> npt.NDArray[np.int64]:
         """Append new memories as the next rows, in order, with no links: the state ``insert``
         leaves, row by row. ``metadata[i]`` is taken over, not copied. The array columns may be
-        scalars (the same value for every row). Returns the new rows' slots in ``graph``
-        (links are then added there in bulk: ``graph.add_new``).
+        scalars (the same value for every row). ``slots``: the ids' slots in ``graph`` when the
+        caller interned them already. Returns the new rows' slots in ``graph`` (links are then
+        added there in bulk: ``graph.add_new``).
 
         For bulk loads (snapshot restore, WAL replay): one array write per column instead of
         one per row. The ids must be distinct and not hot; nothing is checked.
@@ -181,8 +182,12 @@ class HotTier:
         self._created[n0:n1] = created_at
         self._last[n0:n1] = last_access
         self._count[n0:n1] = access_count
-        hold = self.graph.hold
-        self._slot[n0:n1] = [hold(memory_id) for memory_id in ids]
+        if slots is None:
+            hold = self.graph.hold
+            self._slot[n0:n1] = [hold(memory_id) for memory_id in ids]
+        else:   # interned already (``LinkGraph.intern_new``)
+            self._slot[n0:n1] = slots
+            self.graph.hold_slots(self._slot[n0:n1])
         self.ids.extend(ids)
         self.content.extend(content)
         self.tags.extend(tags)
@@ -265,6 +270,13 @@ class HotTier:
 
     def _columns(self) -> tuple[list[Any], ...]:
         return (self.ids, self.content, self.tags, self.metadata)
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` more memories at once (a bulk load that knows about how many
+        are coming): rows past the last one cost address space, not memory, until written."""
+        need = len(self.ids) + rows
+        if need > self._emb.shape[0]:
+            self._grow(need)
 
     def _grow(self, capacity: int) -> None:
         n = len(self.ids)

@@ -90,6 +90,31 @@ class LinkGraph:
         self._held[s] = True
         return s
 
+    def intern_new(self, memory_ids: Sequence[str]) -> list[int]:
+        """Slots for distinct ids that have none yet, allocated as ``intern`` would one by one
+        (free slots first), the new ones in bulk."""
+        out: list[int] = []
+        free = self._free
+        taken = min(len(free), len(memory_ids))
+        for memory_id in memory_ids[:taken]:
+            s = free.pop()
+            self.names[s] = memory_id
+            self.slot[memory_id] = s
+            out.append(s)
+        rest = memory_ids[taken:]
+        if rest:
+            s0 = len(self.names)
+            self.names.extend(rest)
+            if len(self.names) > len(self._held):
+                self._grow_slots(max(256, 2 * len(self.names)))
+            self.slot.update(zip(rest, range(s0, s0 + len(rest))))
+            out.extend(range(s0, s0 + len(rest)))
+        return out
+
+    def hold_slots(self, slots: Ints) -> None:
+        """The memories in ``slots`` (interned) became hot."""
+        self._held[slots] = True
+
     def release(self, source: int) -> None:
         """``source`` left the hot tier: drop the links it holds. Links into it stay (their
         target is in a lower tier now, or the caller drops them: :meth:`drop_into`)."""

@@ -1,30 +1,37 @@
 """Bulk replay of logged records: the state ``engine.apply(records.decode(type, payload))``
 record by record would give, in a fraction of the time.
 
-Most of a WAL is REMEMBER records that store new memories (one per single
-remember). Replaying those one at a time pays for a dataclass per record and
-entry, a row-by-row hot-tier insert and a method call per link, and the cyclic
-garbage collector walks the growing heap again and again. Here they are
-gathered into a :class:`StoreRun` instead, with the collector paused:
+Most of a WAL is STORE records (new memories: every single remember of
+something new, most batches). Replaying those one at a time pays for a
+dataclass per record, entry and link, a row-by-row hot-tier insert and a method
+call per link, and the cyclic garbage collector walks the growing heap again
+and again. Here consecutive STORE records are gathered into a run
+(:class:`StoreRun`, up to :data:`RUN_LIMIT` records) and applied together, with
+the collector paused:
 
-* the payload is parsed straight into the values an insert needs
-  (:func:`~memspace.engine.records.peek_stores`), with no record objects;
-* each new memory gets its link slot at once, and its links and auto-backlinks
-  go into flat lists of (source slot, target slot, weight, kind code);
-* when the run ends, its memories are appended to the hot tier together
+* the run's payloads are read together (:func:`~memspace.engine.records.decode_stores`:
+  binary numbers and lengths as arrays, the ids as one ASCII text, one orjson
+  call for the client values), with no record objects;
+* every link end is resolved at once, to an entry of the run or a hot row;
+* the run's memories are appended to the hot tier together
   (:meth:`HotTier.extend`, one array write per column) and its links to the
   link graph together (:meth:`LinkGraph.add_new`: a stable sort by source and
   a few array writes).
 
-Anything else — forget, link, touch, a merge or update, a store whose id
-already exists or already has a link slot (something links to it), one of
-whose backlink neighbours is neither hot nor stored earlier, or one that a
-link earlier in its record points at — first ends the run and then takes the
-general path, which also raises the errors
-:func:`~memspace.engine.records.decode` defines. So does a payload whose
-values are not of the plain types the planner writes. The checks are made
-before anything is changed, so the run only holds stores that the general path
-would apply without a question.
+The records that fit are the longest prefix of the run whose every entry is a
+new memory (no link slot: not hot, and nothing links to it; in no lower tier;
+not stored twice), whose links point at no entry of the run but earlier ones,
+and whose backlinks come from hot memories or earlier entries. The first
+record that does not fit (a store of an id something linked to before, a
+backlink into a warm memory, ...) takes the general path, and the rest of the
+run is tried again; after :data:`MAX_RETRIES` such records the rest of the run
+goes one by one. A payload that does not fit the STORE layout sends the run one
+by one too, so ``decode`` raises its error with every record before it
+applied. Forget, link, touch and REMEMBER records (merges, updates, and what
+older versions logged) end the run and take the general path.
+
+The hooks see each record in order before its run is applied; one that raises
+leaves its record and those before it applied, none after.
 
 Why the state is the same: rows are appended in entry order; every memory's
 links are appended after those it held before the run, in the order ``apply``
@@ -42,8 +49,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,54 +62,60 @@ from memspace.engine.model import AUTO_LINK_KIND, RememberResult
 from memspace.engine.pool import Ints
 from memspace.engine.tiers import TierStore
 
-#: Entries buffered before a run is flushed: bounds the payload bytes a run pins.
+#: Records buffered before a run is flushed: bounds the payload bytes a run pins.
 RUN_LIMIT = 4096
+#: Records of a run left to ``apply`` before the rest of the run goes there too, one by one.
+MAX_RETRIES = 8
 
 
-class Logged(Protocol):
-    """A logged record as replay reads it (``storage.wal.WalRecord`` is one)."""
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def type(self) -> int: ...
-
-    @property
-    def payload(self) -> bytes | memoryview: ...
+#: A logged record as replay reads it: ``(seq, type, payload)``.
+Logged = tuple[int, int, "bytes | memoryview"]
 
 
 def replay_records(logged: Iterable[Logged], hot: HotTier, lower: Sequence[TierStore],
                    apply: Callable[[records.Record], Any], on_result: Callable[[str, Any], None] | None,
-                   on_record: Callable[[int, records.Record], None] | None) -> int:
-    """``Engine.replay``: runs of plain stores in bulk, everything else through ``apply``."""
-    run = StoreRun(hot, _elsewhere(lower))
+                   on_record: Callable[[int, records.Record], None] | None, record_after: int = 0) -> int:
+    """``Engine.replay``: runs of STORE records in bulk, everything else through ``apply``."""
+    hooks = Hooks(on_result, on_record, record_after)
+    run = StoreRun(hot, _elsewhere(lower), apply, hooks)
     count = 0
+    store, decode = records.RecordType.STORE, records.decode
     with gc_paused():
         try:
-            for rec in logged:
+            for seq, type_, payload in logged:
                 count += 1
-                type_, payload = rec.type, rec.payload
-                if type_ == records.RecordType.REMEMBER:
-                    taken = run.take(payload)
-                    if taken is not None:
-                        if on_record is not None:
-                            on_record(rec.seq, records.decode(type_, payload))
-                        if taken[0] is not None and on_result is not None:
-                            on_result(taken[0], taken[1])
-                        if run.full:
-                            run.flush()
-                        continue
+                if type_ == store:
+                    run.add(seq, payload)
+                    continue
                 run.flush()
-                decoded = records.decode(type_, payload)
-                result = apply(decoded)
-                if on_record is not None:
-                    on_record(rec.seq, decoded)
-                if decoded.request_id is not None and on_result is not None:
-                    on_result(decoded.request_id, result)
+                decoded = decode(type_, payload)
+                hooks(seq, decoded, apply(decoded))
         finally:
             run.flush()
     return count
+
+
+class Hooks:
+    """``Engine.replay``'s hooks: ``on_record`` for records after ``record_after``, then
+    ``on_result`` for records with a request id."""
+
+    def __init__(self, on_result: Callable[[str, Any], None] | None,
+                 on_record: Callable[[int, records.Record], None] | None, record_after: int) -> None:
+        self.on_result, self.on_record, self.record_after = on_result, on_record, record_after
+
+    def __call__(self, seq: int, rec: records.Record, result: Any) -> None:
+        if self.on_record is not None and seq > self.record_after:
+            self.on_record(seq, rec)
+        if rec.request_id is not None and self.on_result is not None:
+            self.on_result(rec.request_id, result)
+
+    def stored(self, seq: int, payload: bytes | memoryview, request_id: str | None,
+               results: list[RememberResult] | None) -> None:
+        """The hooks for a STORE record applied in bulk (decoded only if ``on_record`` wants it)."""
+        if self.on_record is not None and seq > self.record_after:
+            self.on_record(seq, records.decode(records.RecordType.STORE, payload))
+        if request_id is not None and self.on_result is not None:
+            self.on_result(request_id, results)
 
 
 def _elsewhere(lower: Sequence[TierStore]) -> Callable[[str], bool]:
@@ -140,102 +154,170 @@ def gc_paused() -> Iterator[None]:
 
 
 class StoreRun:
-    """Logged stores of new memories, held until :meth:`flush` appends them to the hot tier.
+    """Logged STORE records, held until :meth:`flush` applies them: in bulk the longest
+    prefix that fits (see the module doc), the first record that does not through the
+    general path, and so on.
 
-    ``elsewhere(id)`` answers whether a lower tier holds ``id``. Between :meth:`take`
-    and :meth:`flush` nothing else may change the engine; the run's ids (and link
-    targets that had none) get link slots in :meth:`take`, rows and links in :meth:`flush`.
+    ``elsewhere(id)`` answers whether a lower tier holds ``id``. Nothing else may change
+    the engine between :meth:`add` and :meth:`flush`.
     """
 
-    def __init__(self, hot: HotTier, elsewhere: Callable[[str], bool]) -> None:
+    def __init__(self, hot: HotTier, elsewhere: Callable[[str], bool], apply: Callable[[records.Record], Any],
+                 hooks: Hooks) -> None:
         self._hot = hot
         self._graph = hot.graph
         self._elsewhere = elsewhere
+        self._apply = apply
+        self._hooks = hooks
         self._dim = hot.dimension
-        self._reset()
+        self._pending: list[tuple[int, bytes | memoryview]] = []
 
-    def _reset(self) -> None:
-        self._new: dict[str, int] = {}   # id -> its link slot, in entry order
-        self._content: list[Any] = []
-        self._confidence: list[float] = []
-        self._created: list[float] = []
-        self._tags: list[tuple[str, ...]] = []
-        self._metadata: list[dict[str, Any]] = []
-        self._vectors: list[memoryview] = []
-        # The run's links in the order apply would set them: source and target slots, weight, kind
-        # code. Taken apart while the parsed payload is fresh: going back to a run's worth of
-        # parsed JSON at flush time costs cache misses that cost more than the work itself.
-        self._sources: list[int] = []
-        self._targets: list[int] = []
-        self._weights: list[float] = []
-        self._kinds: list[int] = []
+    def add(self, seq: int, payload: bytes | memoryview) -> None:
+        self._pending.append((seq, payload))
+        if len(self._pending) >= RUN_LIMIT:
+            self.flush()
 
-    @property
-    def full(self) -> bool:
-        return len(self._new) >= RUN_LIMIT
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        retries = MAX_RETRIES
+        while pending:
+            batch = records.decode_stores([p for _, p in pending], self._dim) if retries else None
+            if batch is None:   # one at a time: decode finds (and raises) what does not fit
+                for seq, payload in pending:
+                    self._general(seq, payload)
+                return
+            fits = self._resolve(batch)
+            self._bulk(fits.prefix(len(batch) if fits.first_bad is None else fits.first_bad), pending)
+            if fits.first_bad is None:
+                return
+            self._general(*pending[fits.first_bad])
+            pending = pending[fits.first_bad + 1:]
+            retries -= 1
 
-    def take(self, payload: bytes | memoryview) -> tuple[Any, list[RememberResult] | None] | None:
-        """Add a REMEMBER payload's stores to the run: ``(request id, results)`` (results only
-        when there is a request id), or None, having changed nothing, if the run cannot take it."""
-        peeked = records.peek_stores(payload)
-        if peeked is None:
-            return None
-        rid, entries, vectors, dim = peeked
-        if dim != self._dim:
-            return None
-        graph, new = self._graph, self._new
-        links = _check(entries, self._hot.row, new, graph.slot, self._elsewhere)
-        if links is None:
-            return None
-        intern = graph.intern
-        for target in links.missing:
-            intern(target)
-        run = []
-        for e in entries:
-            memory_id = e["id"]
-            s = new[memory_id] = intern(memory_id)
-            run.append(s)
-            self._content.append(e["content"])
-            self._confidence.append(e["confidence"])
-            self._created.append(e["created_at"])
-            self._tags.append(tuple(e["tags"]))
-            self._metadata.append(e["metadata"])
-        # The record's own links (entry order), then its backlinks (entry order): per source,
-        # the order apply sets them in (a memory's backlinks come from entries after it).
-        slot_of = graph.slot.__getitem__
-        for s, n in zip(run, links.own_counts):
-            self._sources += [s] * n
-        self._sources += map(slot_of, links.neighbours)
-        self._targets += map(slot_of, links.targets)
-        for s, n in zip(run, links.back_counts):
-            self._targets += [s] * n
-        self._weights += links.weights
-        self._weights += links.back_weights
-        codes: list[Any] = list(map(graph.kind_codes.get, links.kinds))
-        if None in codes:   # a kind the graph has no code for yet
-            codes = list(map(graph.kind_code, links.kinds))
-        self._kinds += codes
-        self._kinds += [graph.kind_code(AUTO_LINK_KIND)] * len(links.neighbours)
-        self._vectors.append(vectors)
-        if rid is None:
-            return None, None
-        return rid, [RememberResult(e["id"], "stored", None, tuple([n for n, _ in e["backlinks"]])) for e in entries]
+    def _general(self, seq: int, payload: bytes | memoryview) -> None:
+        rec = records.decode(records.RecordType.STORE, payload)
+        self._hooks(seq, rec, self._apply(rec))
 
-    def flush(self) -> int:
-        """Append the run to the hot tier; returns how many memories it stored."""
-        n = len(self._new)
-        if not n:
-            return 0
-        embeddings = np.frombuffer(b"".join(self._vectors), dtype="<f4").reshape(n, self._dim)
+    def _resolve(self, b: records.StoreBatch) -> Resolved:
+        """Where each link of the batch goes, and the first record that does not fit."""
+        graph, hot = self._graph, self._hot
+        ids, m = b.ids, len(b.ids)
+        record_of = np.repeat(np.arange(len(b)), b.entries)      # entry -> its record
+        bad = np.zeros(m, np.bool_)                                # per entry
+        pos = dict(zip(ids, range(m)))
+        if len(pos) != m:   # an id stored twice: the second time is for apply
+            seen: set[str] = set()
+            for e, memory_id in enumerate(ids):
+                bad[e] |= memory_id in seen
+                seen.add(memory_id)
+        # new ids: no link slot (nothing links to them and they are not hot), in no lower tier
+        slots = graph.slot
+        bad |= np.fromiter(map(slots.__contains__, ids), np.bool_, m)
+        bad |= np.fromiter(map(self._elsewhere, ids), np.bool_, m)
+        # every name a link mentions, looked up once: entry of the batch, hot row, or neither
+        names = b.targets + b.neighbours
+        local = dict.fromkeys(names)
+        unique = list(local)
+        local.update(zip(unique, range(len(unique))))
+        at = np.fromiter(map(local.__getitem__, names), np.int64, len(names))
+        upos = np.fromiter(map(pos.get, unique, repeat(-1)), np.int64, len(unique))
+        urow = np.fromiter(map(hot.row.get, unique, repeat(-1)), np.int64, len(unique))
+        nl = len(b.targets)
+        tpos, trow = upos[at[:nl]], urow[at[:nl]]
+        npos, nrow = upos[at[nl:]], urow[at[nl:]]
+        tsrc = np.repeat(np.arange(m), b.link_counts)
+        nsrc = np.repeat(np.arange(m), b.back_counts)
+        # a link may point at an earlier entry of the batch, never at its own or a later one
+        late = tpos >= tsrc
+        np.logical_or.at(bad, tsrc[late], True)
+        # a backlink comes from a hot memory or an earlier entry
+        unheld = np.where(npos >= 0, npos >= nsrc, nrow < 0)
+        np.logical_or.at(bad, nsrc[unheld], True)
+        first = np.flatnonzero(bad)
+        first_bad = int(record_of[first[0]]) if len(first) else None
+        return Resolved(b, first_bad, tpos, trow, npos, nrow, tsrc)
+
+    def _bulk(self, r: Resolved, pending: list[tuple[int, bytes | memoryview]]) -> None:
+        """Apply the batch of ``r`` (its links resolved): hooks, then rows and links. A hook
+        that raises leaves its record and those before it applied, none after."""
+        b = r.batch
+        k = len(b)
+        if not k:
+            return
+        hooks = self._hooks
+        if hooks.on_record is not None or hooks.on_result is not None:
+            entry_at = np.cumsum(b.entries).tolist()
+            back_at = [0, *np.cumsum(b.back_counts).tolist()]
+            for i in range(k):
+                rid = b.request_ids[i]
+                results = None
+                if rid is not None and hooks.on_result is not None:
+                    results = [RememberResult(b.ids[e], "stored", None, tuple(b.neighbours[back_at[e]:back_at[e + 1]]))
+                               for e in range(entry_at[i - 1] if i else 0, entry_at[i])]
+                try:
+                    hooks.stored(pending[i][0], pending[i][1], rid, results)
+                except BaseException:
+                    self._store(r.prefix(i + 1))
+                    raise
+        self._store(r)
+
+    def _store(self, r: Resolved) -> None:
+        graph, hot, b = self._graph, self._hot, r.batch
+        m = len(b.ids)
+        new = np.array(graph.intern_new(b.ids), np.int64)
+        # link ends: an entry of the batch, a hot memory, or (rarely) another id, given a slot if it has none
+        hot_slots = hot.slots
+        targets = _ends(r.tpos, r.trow, new, hot_slots)
+        other = np.flatnonzero((r.tpos < 0) & (r.trow < 0))
+        if len(other):
+            targets[other] = [graph.intern(b.targets[i]) for i in other.tolist()]
+        neighbours = _ends(r.npos, r.nrow, new, hot_slots)
+        rows = np.frombuffer(b.rows, dtype="<f4").reshape(m, self._dim)
         # a stored memory starts with last_access = created_at and no accesses (Engine._apply_entry)
-        self._hot.extend(list(self._new), embeddings, self._confidence, self._created, self._created, 0,
-                         self._content, self._tags, self._metadata)
-        self._graph.add_new(*_distinct(np.array(self._sources, dtype=np.int64),
-                                       np.array(self._targets, dtype=np.int64),
-                                       np.array(self._weights, dtype=np.float64),
-                                       np.array(self._kinds, dtype=np.int32)))
-        self._reset()
-        return n
+        hot.extend(b.ids, rows, b.confidence, b.created_at, b.created_at, 0, b.content,
+                   list(map(tuple, b.tags)), b.metadata, slots=new)
+        codes = np.array([graph.kind_code(k) for k in b.kind_names], np.int32)
+        auto = graph.kind_code(AUTO_LINK_KIND)
+        graph.add_new(*_distinct(
+            np.concatenate([np.repeat(new, b.link_counts), neighbours]),
+            np.concatenate([targets, np.repeat(new, b.back_counts)]),
+            np.concatenate([b.weights, b.back_weights]),
+            np.concatenate([codes[b.kinds], np.full(len(neighbours), auto, np.int32)])))
+
+
+def _ends(pos: Ints, row: Ints, new: Ints, hot_slots: Ints) -> Ints:
+    """Slots of link ends: ``new[pos]`` where ``pos >= 0``, else ``hot_slots[row]`` where
+    ``row >= 0``, else -1."""
+    out = np.full(len(pos), -1, np.int64)
+    batch, hot = pos >= 0, (pos < 0) & (row >= 0)
+    out[batch] = new[pos[batch]]
+    out[hot] = hot_slots[row[hot]]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Per link of a batch: the entry it points at (``tpos``, -1 if none) or the hot row
+    (``trow``); per backlink, the same for its neighbour; and the first record (index) that
+    the bulk path must leave to ``apply``, None if there is none."""
+
+    batch: records.StoreBatch
+    first_bad: int | None
+    tpos: Ints
+    trow: Ints
+    npos: Ints
+    nrow: Ints
+    tsrc: Ints
+
+    def prefix(self, k: int) -> Resolved:
+        """The same for the batch's first ``k`` records (whose links point before them)."""
+        b = self.batch
+        if k == len(b):
+            return self
+        m = int(b.entries[:k].sum())
+        nl, nb = int(b.link_counts[:m].sum()), int(b.back_counts[:m].sum())
+        return Resolved(b.part(0, k), None, self.tpos[:nl], self.trow[:nl], self.npos[:nb], self.nrow[:nb],
+                        self.tsrc[:nl])
 
 
 def _distinct(sources: Ints, targets: Ints, weights: npt.NDArray[np.float64], kinds: npt.NDArray[np.int32]
@@ -258,72 +340,3 @@ def _distinct(sources: Ints, targets: Ints, weights: npt.NDArray[np.float64], ki
     return sources[keep], targets[keep], weights[keep], kinds[keep]
 
 
-_NUMBER = (float, int)   # exact types: a bool is neither
-
-
-@dataclass(slots=True)
-class _Links:
-    """A record's links as :func:`_check` found them, ids not yet slots."""
-
-    missing: dict[str, None] = field(default_factory=dict)   # targets with no link slot, first mention first
-    own_counts: list[int] = field(default_factory=list)      # per entry: its links, then their columns
-    targets: list[str] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    back_counts: list[int] = field(default_factory=list)     # per entry: its backlinks, then their columns
-    neighbours: list[str] = field(default_factory=list)
-    back_weights: list[float] = field(default_factory=list)
-
-
-def _check(entries: list[dict[str, Any]], hot_rows: dict[str, int], new: dict[str, int], slots: dict[str, int],
-           elsewhere: Callable[[str], bool]) -> _Links | None:
-    """The links of a REMEMBER record's entries, if every entry is a store the run can take;
-    else None.
-
-    Takes only values the hot tier's arrays and the link graph accept without a question;
-    new ids that nothing links to yet (no link slot: every hot or run id has one) and that
-    no link earlier in the record points at; and backlinks into memories that are hot or
-    stored earlier (in the run or in this record). Anything else — a neighbour to promote,
-    one that is gone, a link that could replace one held already — is for the general path
-    to decide.
-    """
-    seen: set[str] = set()
-    out = _Links()
-    missing = out.missing
-    add_target, add_weight, add_kind = out.targets.append, out.weights.append, out.kinds.append
-    add_neighbour, add_back_weight = out.neighbours.append, out.back_weights.append
-    try:
-        for e in entries:
-            memory_id = e["id"]
-            if (type(memory_id) is not str or memory_id in slots or memory_id in seen or memory_id in missing
-                    or elsewhere(memory_id)):
-                return None
-            confidence, created, tags, metadata = e["confidence"], e["created_at"], e["tags"], e["metadata"]
-            if ("content" not in e or type(confidence) not in _NUMBER or type(created) not in _NUMBER
-                    or type(tags) is not list or type(metadata) is not dict):
-                return None
-            for t in tags:
-                if type(t) is not str:
-                    return None
-            links, back = e["links"], e["backlinks"]
-            if type(links) is not list or type(back) is not list:
-                return None
-            for target, weight, kind in links:
-                if type(target) is not str or type(weight) not in _NUMBER or type(kind) is not str:
-                    return None
-                if target not in slots:
-                    missing[target] = None
-                add_target(target)
-                add_weight(weight)
-                add_kind(kind)
-            for neighbour, weight in back:
-                if type(weight) not in _NUMBER or not (neighbour in hot_rows or neighbour in new or neighbour in seen):
-                    return None
-                add_neighbour(neighbour)
-                add_back_weight(weight)
-            out.own_counts.append(len(links))
-            out.back_counts.append(len(back))
-            seen.add(memory_id)
-    except (KeyError, TypeError, ValueError):
-        return None
-    return out

@@ -330,20 +330,24 @@ class Engine:
         raise TypeError(f"not a record: {type(rec).__name__}")
 
     def replay(self, logged: Iterable[Logged], *, on_result: Callable[[str, Any], None] | None = None,
-               on_record: Callable[[int, records.Record], None] | None = None) -> int:
-        """Apply logged records (``seq``, ``type``, ``payload``: a WAL's records) in order and
+               on_record: Callable[[int, records.Record], None] | None = None, record_after: int = 0,
+               expected: int = 0) -> int:
+        """Apply logged records (``(seq, type, payload)`` tuples: a WAL's records) in order and
         return how many; the state is that of ``apply(records.decode(type, payload))`` for each,
         reached in bulk (see :mod:`.replay`).
 
         Per record, in order: ``on_record(seq, record)`` with the decoded record (decoded only
-        for this hook), then ``on_result(request_id, result)`` if it carries a request id,
-        ``result`` being what ``apply`` returns. The hooks may see a record before the hot tier
-        shows it. A payload that cannot be decoded raises ``RecordFormatError``, and an
-        exception from a hook propagates, with every record up to it applied and none after.
+        for this hook; only for seq > ``record_after``), then ``on_result(request_id, result)``
+        if it carries a request id, ``result`` being what ``apply`` returns. The hooks may see a
+        record before the hot tier shows it. A payload that cannot be decoded raises
+        ``RecordFormatError``, and an exception from a hook propagates, with every record up to
+        it applied and none after. ``expected``: about how many records there are (room for
+        that many new memories is made at once).
         """
         lower = [t for t in (self.warm, self.cold) if t is not None]
+        self._hot.reserve(expected)
         try:
-            return replay_records(logged, self._hot, lower, self.apply, on_result, on_record)
+            return replay_records(logged, self._hot, lower, self.apply, on_result, on_record, record_after)
         finally:
             self._membership += 1
 

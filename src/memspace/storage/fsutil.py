@@ -18,6 +18,7 @@ calls by monkeypatching the ``os`` module.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,3 +122,18 @@ def truncate_durable(path: StrPath, size: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def map_readonly(path: StrPath) -> mmap.mmap | bytes:
+    """The file's bytes without copying them: a read-only memory map (``b""`` for an empty file).
+
+    The map lives as long as something refers to it (a slice of it, a memoryview). The
+    caller must not let the file be truncated meanwhile: reading a mapped page past the
+    end of the file kills the process with SIGBUS. Holding the space's lock makes this
+    process the only writer, and it only truncates a segment it has no map of.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            return b""
+        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)

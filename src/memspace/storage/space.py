@@ -121,7 +121,7 @@ class Space:
 
     def __init__(self, path: Path, *, settings: SpaceSettings, cfg: config_mod.Config, clock: Clock,
                  id_factory: Callable[[], str], lock_fd: int, meta: dict[str, Any],
-                 on_record: Callable[[int, Any], None] | None = None) -> None:
+                 on_record: Callable[[int, Any], None] | None = None, record_tail: int | None = None) -> None:
         self.path = path
         self.settings = settings
         self.meta = meta
@@ -139,6 +139,7 @@ class Space:
         self._recovered = 0
         self._recovery_s = 0.0
         self._on_record = on_record
+        self._record_tail = record_tail
         #: fsync latency (write + fsync of a group commit), cumulative for this open
         self.fsync_histogram = new_histogram()
         try:
@@ -184,9 +185,12 @@ class Space:
             segment_bytes=int(cfg["wal.segment_mb"] * 1024 * 1024),
             start_seq=self._checkpoint_lsn,
         )
-        # Wal.open has just CRC-checked every record: replay does not compute the CRCs again
-        count = self._engine.replay(self._wal.records(after_seq=self._checkpoint_lsn, verify=False),
-                                    on_result=self._cache_result, on_record=self._on_record)
+        # Wal.open has just CRC-checked every record: replay reads them in place, unchecked
+        tail = self._record_tail
+        count = self._engine.replay(self._wal.payloads(after_seq=self._checkpoint_lsn),
+                                    on_result=self._cache_result, on_record=self._on_record,
+                                    record_after=0 if tail is None else self._wal.last_seq - tail,
+                                    expected=self._wal.last_seq - self._checkpoint_lsn)
         self._recovered = count
         self._recovery_s = self._clock.monotonic() - start
         if count or snap is not None:
@@ -542,6 +546,7 @@ def open_space(
     space_id: str | None = None,
     create: bool = True,
     on_record: Callable[[int, Any], None] | None = None,
+    record_tail: int | None = None,
 ) -> Space:
     """Open the space in ``path``, creating it if needed (``create=False`` refuses to).
 
@@ -549,7 +554,9 @@ def open_space(
     for different ones is an error rather than a silent override. ``config`` supplies
     WAL, tier, limit and new-space defaults (``memspace.config.load()`` when omitted);
     ``fsync`` overrides ``wal.fsync``. ``on_record(seq, record)`` is called for every
-    record applied, during recovery and after (the worker's change feed).
+    record applied, during recovery and after (the worker's change feed); during recovery
+    only for the last ``record_tail`` records when that is given (a feed that keeps the
+    last N events needs no more, and decoding every record for it is most of a replay).
     """
     cfg = config if config is not None else config_mod.load()
     if fsync is not None:
@@ -591,7 +598,7 @@ def open_space(
                 (root / sub).mkdir(exist_ok=True)
             fsutil.atomic_write(meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         return Space(root, settings=space_settings, cfg=cfg, clock=clock, id_factory=id_factory,
-                     lock_fd=lock_fd, meta=meta, on_record=on_record)
+                     lock_fd=lock_fd, meta=meta, on_record=on_record, record_tail=record_tail)
     except BaseException:
         os.close(lock_fd)
         raise

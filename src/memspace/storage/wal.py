@@ -54,7 +54,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 from memspace.errors import InvalidArgument, PayloadTooLarge, StorageError, WalCorruption
 from memspace.storage import fsutil
@@ -102,8 +102,7 @@ class SegmentInfo:
     bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class WalRecord:
+class WalRecord(NamedTuple):
     seq: int
     type: int
     payload: bytes | memoryview
@@ -289,6 +288,21 @@ class Wal:
                 continue  # every record in it is <= after_seq
             yield from _segment_records(seg.path, after_seq, self._max_record, verify)
 
+    def payloads(self, after_seq: int = 0) -> Iterator[tuple[int, int, memoryview]]:
+        """``(seq, type, payload)`` of the records on disk with seq > ``after_seq``, oldest
+        first, unchecked: the hot path of a restart, replaying right after :meth:`open`
+        has checked every record.
+
+        Nothing is copied: each payload is a view of the memory-mapped segment, valid for
+        as long as it is referenced (keeping one keeps its segment mapped). Headers are
+        walked, not checked, beyond their magic and length.
+        """
+        segments = list(self._segments)
+        for i, seg in enumerate(segments):
+            if i + 1 < len(segments) and segments[i + 1].first_seq - 1 <= after_seq:
+                continue
+            yield from _segment_views(seg.path, after_seq)
+
     # -- writing -----------------------------------------------------------------------------
 
     def append(self, type: int, payload: bytes) -> int:
@@ -468,7 +482,7 @@ class Wal:
 
 
 def _segment_records(path: Path, after_seq: int, max_record: int, verify: bool = True) -> Iterator[WalRecord]:
-    data = path.read_bytes()
+    data = fsutil.map_readonly(path)
     n = len(data)
     if n < _HDR or data[:_HDR] != segment_header():
         raise WalCorruption(str(path), 0, "bad segment header")
@@ -488,9 +502,27 @@ def _segment_records(path: Path, after_seq: int, max_record: int, verify: bool =
         if seq > after_seq:
             if verify and crc32(mv[start:end], crc32(mv[off + 4:off + 20])) != crc:
                 raise WalCorruption(str(path), off, "CRC mismatch")
-            yield WalRecord(seq, type_, data[start:end])
+            yield WalRecord(seq, type_, data[start:end])   # a copy: it does not keep the map alive
         prev = seq
         off = end
+
+
+def _segment_views(path: Path, after_seq: int) -> Iterator[tuple[int, int, memoryview]]:
+    data = fsutil.map_readonly(path)
+    n = len(data)
+    mv = memoryview(data)
+    unpack = RECORD_HEADER.unpack_from
+    off = _HDR
+    while off + _REC <= n:
+        magic, _version, type_, _flags, seq, length, _crc = unpack(data, off)
+        start = off + _REC
+        off = start + length
+        if magic != RECORD_MAGIC or off > n:
+            raise WalCorruption(str(path), start - _REC, "bad record header")
+        if seq > after_seq:
+            yield seq, type_, mv[start:off]
+    if off != n and n > _HDR:
+        raise WalCorruption(str(path), off, "incomplete record header")
 
 
 def _cut_tail(path: Path, offset: int, reason: str, data: bytes) -> None:

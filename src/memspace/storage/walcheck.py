@@ -18,6 +18,7 @@ The format is drawn at the top of :mod:`memspace.storage.wal`. The rules:
 from __future__ import annotations
 
 import datetime
+import mmap
 import os
 import re
 import zlib
@@ -112,7 +113,7 @@ def examine(directory: Path, start_seq: int | None, max_record: int,
     ends_base = 0
     pos = 0  # log position: bytes of the segments before this one
     for i, (name_seq, path) in enumerate(files):
-        data = path.read_bytes()
+        data = fsutil.map_readonly(path)   # no copy: the CRCs read every byte once
         problem_at: tuple[int, str] | None = None
         count, seg_last = 0, None
         if len(data) < _HDR:
@@ -138,8 +139,10 @@ def examine(directory: Path, start_seq: int | None, max_record: int,
         if problem_at is not None:
             offset, reason = problem_at
             torn = i == len(files) - 1 and not _valid_record_from(data, offset)
+            # a copy: the caller may truncate the segment, and must not read a map past its end
             return ScanReport(directory, tuple(scanned), tuple(p for _, p in files[i + 1:]), total,
-                              first_seq, last_seq, WalProblem(path, offset, reason, torn), data, ends_base)
+                              first_seq, last_seq, WalProblem(path, offset, reason, torn), bytes(data),
+                              ends_base)
         pos += len(data)
     return ScanReport(directory, tuple(scanned), (), total, first_seq, last_seq, None, None, ends_base)
 
@@ -158,7 +161,7 @@ def _continuity(name_seq: int, last_seq: int | None, start_seq: int | None) -> t
     return None
 
 
-def _parse(data: bytes, expect: int, max_record: int, ends: array[int] | None,
+def _parse(data: bytes | mmap.mmap, expect: int, max_record: int, ends: array[int] | None,
            pos: int) -> tuple[int, int | None, int, str | None]:
     """Walk one segment's records: ``(valid records, last seq, stop offset, problem or None)``."""
     n = len(data)
@@ -194,7 +197,7 @@ def _parse(data: bytes, expect: int, max_record: int, ends: array[int] | None,
     return count, last, off, None
 
 
-def _valid_record_from(data: bytes, start: int) -> bool:
+def _valid_record_from(data: bytes | mmap.mmap, start: int) -> bool:
     """Whether any record whose CRC verifies starts at or after ``start`` (torn tail or not)."""
     mv = memoryview(data)
     n = len(data)

@@ -159,7 +159,7 @@ class Worker:
             sock.send_multipart(wire.encode_heartbeat(self._info("recovering")))
             try:
                 self.space = open_space(spec.directory, settings=spec.settings, config=cfg, space_id=spec.space_id,
-                                        on_record=self.feed.record)
+                                        on_record=self.feed.record, record_tail=self.feed.keep)
                 # events before the snapshot are no longer available to subscribers
                 self.feed.covered_after = max(self.feed.covered_after, self.space.checkpoint_lsn)
                 self.feed.last_seq = max(self.feed.last_seq, self.space.last_seq)
