@@ -389,3 +389,19 @@ def test_on_record_only_after_record_after_and_results_for_all() -> None:
     assert seen == [5, 6, 7]
     assert results == one_by_one(make_engine(link_threshold=0.5, dedup_threshold=0.99), log)[0]
     assert [rid for rid, _ in results] == [f"r{i}" for i in range(6)]
+
+
+def test_expected_rows_are_made_room_for_once_with_the_given_allocator() -> None:
+    drv = Driver(make_engine(link_threshold=0.5, dedup_threshold=0.99))
+    for v in near(np.random.default_rng(5), 12):
+        drv.one(embedding=v)
+    made: list[tuple[tuple[int, int], Any]] = []
+
+    def allocate(shape: tuple[int, int], dtype: Any) -> Any:
+        made.append((shape, dtype))
+        return np.zeros(shape, dtype)
+
+    e = make_engine(link_threshold=0.5, dedup_threshold=0.99)
+    e.replay(logged(drv.records), expected=500, allocate=allocate)
+    assert made == [((500, DIM), np.float32)]
+    assert_same(drv.engine, e)

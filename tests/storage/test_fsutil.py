@@ -65,3 +65,23 @@ def test_makedirs_durable_syncs_each_new_parent(tmp_path: Path, monkeypatch: pyt
     synced.paths.clear()
     fsutil.makedirs_durable(tmp_path / "x" / "y")
     assert synced.paths == []
+
+
+def test_populated_zeros_is_a_writable_zeroed_array() -> None:
+    import numpy as np
+
+    a = fsutil.populated_zeros((3, 5), np.float32)
+    assert a.shape == (3, 5) and a.dtype == np.float32 and not a.any()
+    a[1] = 2.5
+    assert a.sum() == 12.5
+    empty = fsutil.populated_zeros((0, 5), np.float32)
+    assert empty.shape == (0, 5)
+
+
+def test_map_readonly_gives_the_bytes_without_a_copy(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"abcdef")
+    m = fsutil.map_readonly(p)
+    assert m[1:4] == b"bcd" and len(m) == 6
+    (tmp_path / "empty").write_bytes(b"")
+    assert fsutil.map_readonly(tmp_path / "empty") == b""

@@ -33,6 +33,10 @@ Floats = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp]
 
 
+#: ``(shape, dtype) -> a zeroed array``, like ``numpy.zeros``.
+Allocate = Callable[[tuple[int, int], type[np.float32]], npt.NDArray[np.float32]]
+
+
 class HotTier:
     """Mutable in-RAM storage; the engine is its only writer. No validation happens here."""
 
@@ -271,16 +275,18 @@ class HotTier:
     def _columns(self) -> tuple[list[Any], ...]:
         return (self.ids, self.content, self.tags, self.metadata)
 
-    def reserve(self, rows: int) -> None:
+    def reserve(self, rows: int, allocate: Allocate | None = None) -> None:
         """Make room for ``rows`` more memories at once (a bulk load that knows about how many
-        are coming): rows past the last one cost address space, not memory, until written."""
+        are coming). ``allocate(shape, dtype)`` makes the new embedding matrix (zeros): the
+        storage layer passes one whose pages are in place already, which is far cheaper than
+        taking a page fault per page as rows are written."""
         need = len(self.ids) + rows
         if need > self._emb.shape[0]:
-            self._grow(need)
+            self._grow(need, allocate)
 
-    def _grow(self, capacity: int) -> None:
+    def _grow(self, capacity: int, allocate: Allocate | None = None) -> None:
         n = len(self.ids)
-        emb = np.zeros((capacity, self.dimension), dtype=np.float32)
+        emb = (allocate or np.zeros)((capacity, self.dimension), np.float32)
         emb[:n] = self._emb[:n]
         self._emb = emb
         for name in ("_conf", "_created", "_last", "_count", "_slot"):

@@ -48,12 +48,12 @@ already checked its CRC, so this means a format mismatch, never bad luck.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import chain
-from operator import itemgetter
-from typing import Any, ClassVar, NamedTuple
+from operator import getitem, itemgetter
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -534,8 +534,7 @@ def _spans(payloads: Sequence[bytes | memoryview], starts: npt.NDArray[np.int64]
     return sep.join(map(_part, payloads, map(slice, starts.tolist(), stops.tolist())))
 
 
-def _part(buffer: bytes | memoryview, span: slice) -> bytes | memoryview:
-    return buffer[span]
+_part = cast(Callable[[bytes | memoryview, slice], bytes], getitem)
 
 
 def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatch | None:

@@ -214,17 +214,23 @@ class StoreRun:
         slots = graph.slot
         bad |= np.fromiter(map(slots.__contains__, ids), np.bool_, m)
         bad |= np.fromiter(map(self._elsewhere, ids), np.bool_, m)
-        # every name a link mentions, looked up once: entry of the batch, hot row, or neither
-        names = b.targets + b.neighbours
-        local = dict.fromkeys(names)
-        unique = list(local)
-        local.update(zip(unique, range(len(unique))))
-        at = np.fromiter(map(local.__getitem__, names), np.int64, len(names))
-        upos = np.fromiter(map(pos.get, unique, repeat(-1)), np.int64, len(unique))
-        urow = np.fromiter(map(hot.row.get, unique, repeat(-1)), np.int64, len(unique))
+        # each name a link mentions: an entry of the batch, a hot row, or neither. A lookup in a
+        # large dict is a cache miss or two, so each name is looked up once: when only auto-links
+        # were made the backlinks name the links' targets, in the same order
         nl = len(b.targets)
-        tpos, trow = upos[at[:nl]], urow[at[:nl]]
-        npos, nrow = upos[at[nl:]], urow[at[nl:]]
+        if b.neighbours == b.targets:
+            tpos = npos = np.fromiter(map(pos.get, b.targets, repeat(-1)), np.int64, nl)
+            trow = nrow = np.fromiter(map(hot.row.get, b.targets, repeat(-1)), np.int64, nl)
+        else:
+            names = b.targets + b.neighbours
+            local = dict.fromkeys(names)
+            unique = list(local)
+            local.update(zip(unique, range(len(unique))))
+            at = np.fromiter(map(local.__getitem__, names), np.int64, len(names))
+            upos = np.fromiter(map(pos.get, unique, repeat(-1)), np.int64, len(unique))
+            urow = np.fromiter(map(hot.row.get, unique, repeat(-1)), np.int64, len(unique))
+            tpos, trow = upos[at[:nl]], urow[at[:nl]]
+            npos, nrow = upos[at[nl:]], urow[at[nl:]]
         tsrc = np.repeat(np.arange(m), b.link_counts)
         nsrc = np.repeat(np.arange(m), b.back_counts)
         # a link may point at an earlier entry of the batch, never at its own or a later one

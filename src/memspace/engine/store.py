@@ -44,7 +44,7 @@ from memspace.engine import records, validate
 from memspace.engine.ann import AnnIndex
 from memspace.engine.ann import available as ann_available
 from memspace.engine.embedder import Embedder, get_embedder
-from memspace.engine.hot import HotTier
+from memspace.engine.hot import Allocate, HotTier
 from memspace.engine.links import links_from_arrays, links_from_v1
 from memspace.engine.model import (
     AUTO_LINK_KIND,
@@ -331,7 +331,7 @@ class Engine:
 
     def replay(self, logged: Iterable[Logged], *, on_result: Callable[[str, Any], None] | None = None,
                on_record: Callable[[int, records.Record], None] | None = None, record_after: int = 0,
-               expected: int = 0) -> int:
+               expected: int = 0, allocate: Allocate | None = None) -> int:
         """Apply logged records (``(seq, type, payload)`` tuples: a WAL's records) in order and
         return how many; the state is that of ``apply(records.decode(type, payload))`` for each,
         reached in bulk (see :mod:`.replay`).
@@ -341,11 +341,12 @@ class Engine:
         if it carries a request id, ``result`` being what ``apply`` returns. The hooks may see a
         record before the hot tier shows it. A payload that cannot be decoded raises
         ``RecordFormatError``, and an exception from a hook propagates, with every record up to
-        it applied and none after. ``expected``: about how many records there are (room for
-        that many new memories is made at once).
+        it applied and none after. ``expected``: at most how many new memories the records
+        hold (room for that many is made at once, with ``allocate`` if given: see
+        :meth:`HotTier.reserve`).
         """
         lower = [t for t in (self.warm, self.cold) if t is not None]
-        self._hot.reserve(expected)
+        self._hot.reserve(expected, allocate)
         try:
             return replay_records(logged, self._hot, lower, self.apply, on_result, on_record, record_after)
         finally:

@@ -190,12 +190,17 @@ class Space:
         count = self._engine.replay(self._wal.payloads(after_seq=self._checkpoint_lsn),
                                     on_result=self._cache_result, on_record=self._on_record,
                                     record_after=0 if tail is None else self._wal.last_seq - tail,
-                                    expected=self._wal.last_seq - self._checkpoint_lsn)
+                                    expected=self._new_rows_at_most(), allocate=fsutil.populated_zeros)
         self._recovered = count
         self._recovery_s = self._clock.monotonic() - start
         if count or snap is not None:
             log.info("space %s recovered: snapshot lsn %d + %d WAL records in %.3f s",
                      self.path, self._checkpoint_lsn, count, self._recovery_s)
+
+    def _new_rows_at_most(self) -> int:
+        """The most memories the WAL after the snapshot can add: each carries its embedding."""
+        records = self._wal.last_seq - self._checkpoint_lsn
+        return min(records, self._wal.bytes_since(self._checkpoint_lsn) // (4 * self.settings.dimension))
 
     # -- writes ------------------------------------------------------------------------------
 
