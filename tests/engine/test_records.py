@@ -146,9 +146,9 @@ def test_store_layout_keeps_numbers_and_ids_out_of_json() -> None:
     text_at = 112
     assert payload[text_at:text_at + ids_len] == b"a b x y x a"
     meta = orjson.loads(payload[text_at + ids_len:text_at + ids_len + meta_len])
-    assert meta == {"rid": "r", "content": ["hello", "hello"], "tags": [["t", "u"], ["t", "u"]],
-                    "metadata": [{"k": [1, 2]}, {"k": [1, 2]}], "kinds": ["similar", "caused-by"]}
-    assert [meta["kinds"][c] for c in codes] == ["similar", "caused-by"]
+    assert meta == ["r", ["hello", "hello"], [["t", "u"], ["t", "u"]], [{"k": [1, 2]}, {"k": [1, 2]}],
+                    ["similar", "caused-by"]]
+    assert [meta[4][c] for c in codes] == ["similar", "caused-by"]
     rows = np.frombuffer(payload[text_at + ids_len + meta_len:], "<f4").reshape(2, DIM)
     assert np.array_equal(rows[1], np.arange(DIM, dtype=np.float32))
 
@@ -174,12 +174,16 @@ def test_records_in_the_remember_layout_still_decode() -> None:
                                        (("b", 0.7),)),), "old")
 
 
-def _patched_meta(payload: bytes, **changes: object) -> bytes:
+META_FIELDS = ("rid", "content", "tags", "metadata", "kinds")
+
+
+def _patched_meta(payload: bytes, body: bytes | None = None, **changes: object) -> bytes:
     n, dim, nl, nb, ids_len, meta_len = struct.unpack_from("<6I", payload)
     meta_at = 24 + 8 * n + 8 * (2 * n + nl + nb) + 4 * nl + ids_len
     meta = orjson.loads(payload[meta_at:meta_at + meta_len])
-    meta.update(changes)
-    body = orjson.dumps(meta)
+    for name, value in changes.items():
+        meta[META_FIELDS.index(name)] = value
+    body = orjson.dumps(meta) if body is None else body
     head = struct.pack("<6I", n, dim, nl, nb, ids_len, len(body))
     return head + payload[24:meta_at] + body + payload[meta_at + meta_len:]
 
@@ -203,6 +207,9 @@ def _store_errors() -> list[tuple[bytes, str]]:
         (_patched_meta(good, kinds=["similar"]), "link kind 1 of 1"),
         (_patched_meta(good, kinds=["similar", 3]), "a link kind of type int"),
         (_patched_meta(good, rid=5), "malformed meta"),
+        (_patched_meta(good, b'{"rid": null}'), "malformed meta"),
+        (_patched_meta(good, b'[null, [], [], []]'), "malformed meta"),
+        (_patched_meta(good, b'[null, ["a"], [[]], [{}], []'), "cannot decode STORE"),
     ]
 
 

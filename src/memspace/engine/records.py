@@ -6,8 +6,8 @@ it. The durable layer logs ``encode(record)`` before applying, and on recovery
 applies ``decode(type, payload)`` for each logged record: replay never repeats
 a similarity search or asks the clock.
 
-Payload layouts (little-endian). FORGET, LINK, TOUCH, and a REMEMBER that
-merges or updates::
+Payload layouts (little-endian). FORGET, LINK, TOUCH, RESTORE, and a REMEMBER
+that merges or updates::
 
     offset      size          field
     0           4             meta_len   u32
@@ -27,16 +27,19 @@ for what clients wrote::
     ..      4L                u32: each link's kind, an index into meta["kinds"]
     ..      ids_len           ASCII, space-separated: the n ids, the L link targets, the B backlink
                               neighbours (memory ids have neither spaces nor non-ASCII characters)
-    ..      meta_len          orjson {"rid", "content": [n], "tags": [n lists], "metadata": [n objects],
-                              "kinds": [str]}
+    ..      meta_len          orjson [request id or null, content [n], tags [n lists], metadata [n objects],
+                              kinds [str]]
     ..      4·n·dim           embeddings raw float32, row-major, in entry order
 
 Links and backlinks are listed entry by entry. ``encode`` falls back to the
 REMEMBER layout for an id the ASCII text cannot carry. Both layouts decode to
 the same :class:`Remember`.
 
-Only ``Remember`` carries embeddings (one row per "store" and "update" entry;
-``meta["dim"]`` is the row length). Floats in ``meta`` round-trip exactly
+``Remember`` (one row per "store" and "update" entry) and ``Restore`` (one row
+per memory) carry embeddings; ``meta["dim"]`` is the row length. A RESTORE
+record's meta is ``{"rid", "at", "dim", "memories": [{"id", "content",
+"confidence", "created_at", "last_access", "access_count", "tags", "metadata",
+"links": [[target, weight, kind], ...]}, ...]}``. Floats in ``meta`` round-trip exactly
 (orjson writes the shortest repr of a float64). Decoding copies the embedding
 block once, so a record never refers to the caller's buffer.
 
@@ -52,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from itertools import chain
-from operator import getitem, itemgetter
+from operator import getitem
 from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
@@ -75,6 +78,7 @@ class RecordType(IntEnum):
     LINK = 3
     TOUCH = 4
     STORE = 5   # a REMEMBER of new memories only, in the bulk layout
+    RESTORE = 6  # memories put in exactly as given (an import of exported memories)
 
 
 _TYPES = {int(t): t for t in RecordType}
@@ -200,7 +204,44 @@ class Touch:
     request_id: str | None = None
 
 
-Record = Remember | Forget | Link | Touch
+@dataclass(frozen=True, slots=True, eq=False)
+class RestoreEntry:
+    """A memory exactly as it is to be: every field, its links as given (also to ids not in
+    the space), no dedup and no auto-links. An existing memory with the same id is replaced."""
+
+    id: str
+    content: str | None
+    embedding: Vector
+    confidence: float
+    created_at: float
+    last_access: float
+    access_count: int
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    links: tuple[MemoryLink, ...] = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.id, self.content, self.confidence, self.created_at, self.last_access, self.access_count,
+                self.tags, dict(self.metadata), self.links)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RestoreEntry):
+            return NotImplemented
+        return self._key() == other._key() and _same_vector(self.embedding, other.embedding)
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Memories restored (an import): atomic, idempotent by ``request_id`` and by content (a
+    memory restored again is replaced by the same memory). ``at``: when it was planned."""
+
+    type: ClassVar[RecordType] = RecordType.RESTORE
+    entries: tuple[RestoreEntry, ...]
+    at: float
+    request_id: str | None = None
+
+
+Record = Remember | Forget | Link | Touch | Restore
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -256,6 +297,8 @@ def encode(rec: Record) -> tuple[int, bytes]:
                                        "weight": rec.weight, "kind": rec.kind, "created_at": rec.created_at})
     if isinstance(rec, Touch):
         return RecordType.TOUCH, _pack({"rid": rec.request_id, "ids": rec.ids, "at": rec.at})
+    if isinstance(rec, Restore):
+        return RecordType.RESTORE, _encode_restore(rec)
     raise TypeError(f"not a record: {type(rec).__name__}")
 
 
@@ -274,6 +317,8 @@ def decode(type: int, payload: bytes | memoryview) -> Record:
         meta = orjson.loads(payload[4:end])
         if kind is RecordType.REMEMBER:
             return _decode_remember(meta, payload, end)
+        if kind is RecordType.RESTORE:
+            return _decode_restore(meta, payload, end)
         if end != len(payload):
             raise ValueError(f"{len(payload) - end} unexpected bytes after the meta")
         rid = meta["rid"]
@@ -318,6 +363,36 @@ def _decode_remember(meta: dict[str, Any], payload: bytes | memoryview, start: i
     if at != flat.shape[0]:
         raise ValueError(f"{flat.shape[0] * 4} embedding bytes for {at // max(dim, 1)} rows of {dim} float32")
     return Remember(tuple(entries), meta["rid"])
+
+
+def _encode_restore(rec: Restore) -> bytes:
+    rows: list[bytes] = []
+    memories: list[dict[str, Any]] = []
+    dim = 0
+    for e in rec.entries:
+        vec = np.ascontiguousarray(e.embedding, dtype="<f4")
+        if vec.ndim != 1 or (dim and vec.shape[0] != dim):
+            raise RecordFormatError(f"memories of one record have embeddings of {dim} and {vec.shape} dims")
+        dim = vec.shape[0]
+        rows.append(vec.tobytes())
+        memories.append({"id": e.id, "content": e.content, "confidence": e.confidence, "created_at": e.created_at,
+                         "last_access": e.last_access, "access_count": e.access_count, "tags": e.tags,
+                         "metadata": e.metadata, "links": _links_out(e.links)})
+    return _pack({"rid": rec.request_id, "at": rec.at, "dim": dim, "memories": memories}, b"".join(rows))
+
+
+def _decode_restore(meta: dict[str, Any], payload: bytes | memoryview, start: int) -> Restore:
+    dim, memories = meta["dim"], meta["memories"]
+    # one private copy of the rows (see _decode_remember)
+    flat = np.frombuffer(bytes(payload[start:]), dtype="<f4")
+    if not memories or dim < 1 or flat.shape[0] != dim * len(memories):
+        raise ValueError(f"{flat.shape[0] * 4} embedding bytes for {len(memories)} rows of {dim} float32")
+    rows = flat.reshape(len(memories), dim)
+    entries = tuple([
+        RestoreEntry(m["id"], m["content"], rows[i], m["confidence"], m["created_at"], m["last_access"],
+                     m["access_count"], tuple(m["tags"]), m["metadata"], _links_in(m["links"]))
+        for i, m in enumerate(memories)])
+    return Restore(entries, meta["at"], meta["rid"])
 
 
 # -- the STORE layout ----------------------------------------------------------------------------
@@ -374,9 +449,8 @@ def _encode_store(entries: list[StoreEntry], request_id: str | None) -> bytes | 
         return None
     numbers = _numbers(len(entries), len(targets), len(neighbours)).pack(
         *link_counts, *back_counts, *confidence, *created, *weights, *back_weights, *codes)
-    meta = orjson.dumps({"rid": request_id, "content": [e.content for e in entries],
-                         "tags": [e.tags for e in entries], "metadata": [e.metadata for e in entries],
-                         "kinds": list(kinds)})
+    meta = orjson.dumps([request_id, [e.content for e in entries], [e.tags for e in entries],
+                         [e.metadata for e in entries], list(kinds)])
     head = _STORE_HEAD.pack(len(entries), dim, len(targets), len(neighbours), len(text), len(meta))
     return b"".join((head, numbers, text, meta, *rows))
 
@@ -430,7 +504,9 @@ def store_columns(payload: bytes | memoryview) -> StoreColumns:
         if len(words) != n + nl + nb:
             raise ValueError(f"{len(words)} ids where {n + nl + nb} were expected")
         meta = orjson.loads(mv[meta_at:rows_at])
-        rid, content, tags, metadata, kinds = meta["rid"], meta["content"], meta["tags"], meta["metadata"], meta["kinds"]
+        if type(meta) is not list or len(meta) != 5:
+            raise ValueError("malformed meta")
+        rid, content, tags, metadata, kinds = meta
         if not (type(content) is list and type(tags) is list and type(metadata) is list and type(kinds) is list
                 and len(content) == len(tags) == len(metadata) == n and (rid is None or type(rid) is str)):
             raise ValueError("malformed meta")
@@ -554,25 +630,28 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
     head = np.frombuffer(_spans(payloads, zero, zero + _STORE_HEAD.size), "<u4").reshape(k, 6).astype(np.int64)
     n, dims, nl, nb, ids_len, meta_len = head.T
     numbers_at = zero + _STORE_HEAD.size
-    floats_at = numbers_at + 8 * n
-    codes_at = floats_at + 8 * (2 * n + nl + nb)
-    text_at = codes_at + 4 * nl
+    text_at = numbers_at + 8 * n + 8 * (2 * n + nl + nb) + 4 * nl
     meta_at = text_at + ids_len
     rows_at = meta_at + meta_len
     if ((n < 1) | (dims != dim) | (ids_len < 1) | (rows_at + 4 * n * dim != sizes)).any():
         return None
-    counts = np.frombuffer(_spans(payloads, numbers_at, floats_at), "<u4").astype(np.int64)  # n links, n backlinks
+    # the binary part of every record, as u32 words: n + n counts, 2n + L + B float64 (two words
+    # each: the gathered pairs are contiguous, so they read as float64), L kind codes
+    words32 = np.frombuffer(_spans(payloads, numbers_at, text_at), "<u4")
+    nf = 2 * n + nl + nb
+    at = np.cumsum(2 * n + 2 * nf + nl) - (2 * n + 2 * nf + nl)
+    counts = words32[_ranges(at, 2 * n)].astype(np.int64)
+    floats = words32[_ranges(at + 2 * n, 2 * nf)].view("<f8")
+    codes = words32[_ranges(at + 2 * n + 2 * nf, nl)].astype(np.int64)
     at = np.cumsum(2 * n) - 2 * n
     link_counts, back_counts = counts[_ranges(at, n)], counts[_ranges(at + n, n)]
     entry_record = np.repeat(np.arange(k), n)
     if ((np.bincount(entry_record, link_counts, k) != nl).any()
             or (np.bincount(entry_record, back_counts, k) != nb).any()):
         return None
-    floats = np.frombuffer(_spans(payloads, floats_at, codes_at), "<f8")
-    at = np.cumsum(2 * n + nl + nb) - (2 * n + nl + nb)
+    at = np.cumsum(nf) - nf
     confidence, created = floats[_ranges(at, n)], floats[_ranges(at + n, n)]
     weights, back_weights = floats[_ranges(at + 2 * n, nl)], floats[_ranges(at + 2 * n + nl, nb)]
-    codes = np.frombuffer(_spans(payloads, codes_at, text_at), "<u4").astype(np.int64)
     text = _spans(payloads, text_at, meta_at, b" ")
     # each record's text holds its n + L + B words: one space fewer, and one more joining it to the next
     spaces = np.add.reduceat(np.frombuffer(text, np.uint8) == 0x20, np.cumsum(ids_len + 1) - (ids_len + 1))
@@ -584,15 +663,9 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
         metas = orjson.loads(b"[" + _spans(payloads, meta_at, rows_at, b",") + b"]")
     except (UnicodeDecodeError, orjson.JSONDecodeError):
         return None
-    if type(metas) is not list or len(metas) != k:
+    if type(metas) is not list or len(metas) != k or set(map(type, metas)) != {list} or set(map(len, metas)) != {5}:
         return None
-    if set(map(type, metas)) != {dict}:
-        return None
-    try:
-        request_ids = list(map(itemgetter("rid"), metas))
-        per_record = [list(map(itemgetter(f), metas)) for f in ("content", "tags", "metadata", "kinds")]
-    except KeyError:
-        return None
+    request_ids, *per_record = map(list, zip(*metas))
     if any(set(map(type, column)) != {list} for column in per_record):
         return None
     content_lists, tag_lists, metadata_lists, kind_lists = per_record
