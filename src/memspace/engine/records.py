@@ -604,6 +604,11 @@ def _ranges(starts: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt
     return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total, dtype=np.int64)
 
 
+def _starts(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each of consecutive spans of these lengths starts."""
+    return (np.cumsum(lengths) - lengths).astype(np.int64)
+
+
 def _spans(payloads: Sequence[bytes | memoryview], starts: npt.NDArray[np.int64], stops: npt.NDArray[np.int64],
            sep: bytes = b"") -> bytes:
     """``payloads[i][starts[i]:stops[i]]`` for every ``i``, joined by ``sep``."""
@@ -628,7 +633,7 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
         return None
     zero = np.zeros(k, np.int64)
     head = np.frombuffer(_spans(payloads, zero, zero + _STORE_HEAD.size), "<u4").reshape(k, 6).astype(np.int64)
-    n, dims, nl, nb, ids_len, meta_len = head.T
+    n, dims, nl, nb, ids_len, meta_len = (head[:, i] for i in range(6))
     numbers_at = zero + _STORE_HEAD.size
     text_at = numbers_at + 8 * n + 8 * (2 * n + nl + nb) + 4 * nl
     meta_at = text_at + ids_len
@@ -639,22 +644,22 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
     # each: the gathered pairs are contiguous, so they read as float64), L kind codes
     words32 = np.frombuffer(_spans(payloads, numbers_at, text_at), "<u4")
     nf = 2 * n + nl + nb
-    at = np.cumsum(2 * n + 2 * nf + nl) - (2 * n + 2 * nf + nl)
+    at = _starts(2 * n + 2 * nf + nl)
     counts = words32[_ranges(at, 2 * n)].astype(np.int64)
     floats = words32[_ranges(at + 2 * n, 2 * nf)].view("<f8")
     codes = words32[_ranges(at + 2 * n + 2 * nf, nl)].astype(np.int64)
-    at = np.cumsum(2 * n) - 2 * n
+    at = _starts(2 * n)
     link_counts, back_counts = counts[_ranges(at, n)], counts[_ranges(at + n, n)]
     entry_record = np.repeat(np.arange(k), n)
     if ((np.bincount(entry_record, link_counts, k) != nl).any()
             or (np.bincount(entry_record, back_counts, k) != nb).any()):
         return None
-    at = np.cumsum(nf) - nf
+    at = _starts(nf)
     confidence, created = floats[_ranges(at, n)], floats[_ranges(at + n, n)]
     weights, back_weights = floats[_ranges(at + 2 * n, nl)], floats[_ranges(at + 2 * n + nl, nb)]
     text = _spans(payloads, text_at, meta_at, b" ")
     # each record's text holds its n + L + B words: one space fewer, and one more joining it to the next
-    spaces = np.add.reduceat(np.frombuffer(text, np.uint8) == 0x20, np.cumsum(ids_len + 1) - (ids_len + 1))
+    spaces = np.add.reduceat(np.frombuffer(text, np.uint8) == 0x20, _starts(ids_len + 1))
     spaces[-1] += 1
     if (spaces != n + nl + nb).any():
         return None
@@ -684,11 +689,11 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
     if (codes >= kinds_per_record[link_record]).any():
         return None
     # words: per record its ids, link targets and backlink neighbours
-    at = np.cumsum(n + nl + nb) - (n + nl + nb)
+    at = _starts(n + nl + nb)
     return StoreBatch(dim, request_ids, n, words[_ranges(at, n)].tolist(), link_counts, back_counts,
                       confidence, created, content, tags, metadata, _spans(payloads, rows_at, sizes),
                       words[_ranges(at + n, nl)].tolist(), weights,
-                      codes + (np.cumsum(kinds_per_record) - kinds_per_record)[link_record], kind_names,
+                      codes + _starts(kinds_per_record)[link_record], kind_names,
                       words[_ranges(at + n + nl, nb)].tolist(), back_weights)
 
 
