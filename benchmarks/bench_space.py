@@ -12,10 +12,11 @@ Measures, printing a table per section and writing one JSON file
 * recall latency (similarity, k=10) at the small and large size, interleaved
   per query with the raw numpy top-k on the same matrix (``M @ q``,
   ``argpartition``, sort of the top k), and spreading mode against similarity;
-* WAL replay: a space whose whole state is its WAL (one REMEMBER record per
+* WAL replay: a space whose whole state is its WAL (one STORE record per
   memory, as single remembers log them) opened in a fresh process: records/s,
-  plus the phases (WAL open, WAL read, decode + apply one record at a time,
-  bulk replay) measured in fresh processes too;
+  also as a worker opens it (its change feed decodes the last 10,000 records)
+  and for a space without auto-links; plus the phases (WAL open, WAL read,
+  decode + apply one record at a time, bulk replay) in fresh processes too;
 * reopen from a snapshot (checkpoint, close, open in a fresh process);
 * RSS per 100k memories (psutil, in a fresh process: after open minus before);
 * the approximate index (hnswlib, ``tiers.ann_threshold``) against the exact
@@ -70,7 +71,8 @@ METRICS = (
     "recall_large_vs_numpy_p50", "spreading_large_p50_ms", "spreading_large_p99_ms", "spreading_large_overhead",
     "replay_records", "replay_open_s", "replay_records_per_s", "replay_wal_open_s", "replay_wal_read_s",
     "replay_decode_s", "replay_apply_s", "replay_bulk_s", "replay_general_records_per_s",
-    "replay_bulk_records_per_s", "snapshot_memories", "snapshot_reopen_s", "checkpoint_s", "rss_mb_per_100k",
+    "replay_bulk_records_per_s", "replay_feed_open_s", "replay_feed_records_per_s", "replay_nolinks_open_s",
+    "replay_nolinks_records_per_s", "snapshot_memories", "snapshot_reopen_s", "checkpoint_s", "rss_mb_per_100k",
     "rss_wal_mb_per_100k", "ann_build_s", "ann_p50_ms", "exact_p50_ms", "ann_speedup", "ann_recall_at_10",
     "exact_recall_at_10",
 )
@@ -101,17 +103,19 @@ def build_batched(path: Path, vectors: np.ndarray, fsync: str = "never") -> tupl
     return space, ids
 
 
-def build_wal_only(path: Path, vectors: np.ndarray) -> tuple[list[str], int]:
+def build_wal_only(path: Path, vectors: np.ndarray, settings: dict[str, Any] | None = None
+                   ) -> tuple[list[str], int]:
     """A space whose whole state is in its WAL, one record per memory: what single remembers
     through a server log (each with its request id, a uuid4 hex as the client sends). The
     engine plans them a thousand at a time (the same decisions: dedup, auto-links both ways),
     which is far faster than a search per remember; each entry is then logged as its own
-    record. Returns the ids in order and the number of links."""
+    record. ``settings``: the space's (auto-links off, say). Returns the ids in order and the
+    number of links."""
     from memspace.engine import Engine, records
     from memspace.ids import new_memory_id
     from memspace.storage.wal import Wal
 
-    space = memspace.open_space(path, dimension=DIM, fsync="never", config=bench_config())
+    space = memspace.open_space(path, dimension=DIM, fsync="never", config=bench_config(), settings=settings)
     settings = space.settings
     space.close()
     engine = Engine(settings)
@@ -207,6 +211,22 @@ def reopen_runs(kind: str, path: Path, reps: int, baseline: str | None,
     return runs
 
 
+def baseline_wal(wal_dir: Path, base_dir: Path, baseline: str) -> Path:
+    """The same records as ``wal_dir`` logged by the ``baseline`` tree, in its own record format
+    (an older tree may not read this one's)."""
+    import pickle
+
+    from memspace.engine import records
+    from memspace.storage.wal import Wal
+
+    shutil.copytree(wal_dir, base_dir, ignore=shutil.ignore_patterns("wal", "LOCK"))
+    with Wal.open(wal_dir / "wal", fsync="never") as wal:
+        logged = [records.decode(r.type, r.payload) for r in wal.records()]
+    (base_dir / "records.pickle").write_bytes(pickle.dumps(logged, protocol=pickle.HIGHEST_PROTOCOL))
+    run_child([__file__, "--child", "write-wal", str(base_dir)], pythonpath=baseline)
+    return base_dir
+
+
 def median(runs: list[dict[str, Any]], key: str) -> float:
     return float(np.median([r[key] for r in runs]))
 
@@ -258,6 +278,28 @@ def child(kind: str, path: Path) -> dict[str, Any]:
         out = {"open_s": seconds, "records": stats.recovered_records, "memories": space.count()}
         space.close()
         return out
+    if kind == "open-feed":   # as a worker opens its space: the change feed keeps the last events
+        from memspace.worker.feed import Feed
+
+        feed = Feed()
+        t0 = time.perf_counter()
+        space = memspace.open_space(path, fsync="never", on_record=feed.record, record_tail=feed.keep)
+        seconds = time.perf_counter() - t0
+        out = {"open_s": seconds, "records": space.stats().recovered_records, "events": len(feed.events)}
+        space.close()
+        return out
+    if kind == "write-wal":   # run with a baseline tree first on the path: its own record format
+        import pickle
+
+        from memspace.engine import records
+        from memspace.storage.wal import Wal
+
+        logged = pickle.loads((path / "records.pickle").read_bytes())
+        with Wal.open(path / "wal", fsync="never") as wal:
+            for rec in logged:
+                wal.append(*records.encode(rec))
+            wal.commit()
+        return {"records": len(logged)}
     if kind == "rss":
         import importlib
 
@@ -381,7 +423,13 @@ def run(root: Path, sizes: dict[str, int], args: argparse.Namespace) -> dict[str
     ids, links = build_wal_only(wal_dir, vectors)
     details["build_wal_only_s"] = time.perf_counter() - t0
     details["large_links"] = links
-    replay = details["replay"] = reopen_runs("open", wal_dir, sizes["reps"], args.compare_src)
+    base_dir = baseline_wal(wal_dir, root / "wal-only-baseline", args.compare_src) if args.compare_src else None
+    replay = details["replay"] = reopen_runs("open", wal_dir, sizes["reps"], args.compare_src, base_dir)
+    feed_runs = details["replay_feed"] = reopen_runs("open-feed", wal_dir, sizes["reps"], None)["current"]
+    nolinks_dir = root / "wal-only-nolinks"
+    build_wal_only(nolinks_dir, vectors, settings={"link_threshold": 1.0, "max_auto_links": 0})
+    nolinks = details["replay_nolinks"] = reopen_runs("open", nolinks_dir, sizes["reps"], None)["current"]
+    shutil.rmtree(nolinks_dir)
     phases: dict[str, list[dict[str, Any]]] = {"general": [], "bulk": []}
     for _ in range(sizes["reps"]):
         for mode in ("general", "bulk"):
@@ -398,10 +446,18 @@ def run(root: Path, sizes: dict[str, int], args: argparse.Namespace) -> dict[str
     m["replay_bulk_s"] = median(phases["bulk"], "bulk_s")
     m["replay_general_records_per_s"] = n_records / (m["replay_decode_s"] + m["replay_apply_s"])
     m["replay_bulk_records_per_s"] = n_records / m["replay_bulk_s"]
-    rows = [("current", n_records, m["replay_open_s"], m["replay_records_per_s"])]
+    m["replay_feed_open_s"] = median(feed_runs, "open_s")
+    m["replay_feed_records_per_s"] = n_records / m["replay_feed_open_s"]
+    m["replay_nolinks_open_s"] = median(nolinks, "open_s")
+    m["replay_nolinks_records_per_s"] = n_records / m["replay_nolinks_open_s"]
+    rows = [("current", n_records, m["replay_open_s"], m["replay_records_per_s"]),
+            ("current, with the worker's feed hook", n_records, m["replay_feed_open_s"],
+             m["replay_feed_records_per_s"]),
+            ("current, no auto-links (0 links per memory)", n_records, m["replay_nolinks_open_s"],
+             m["replay_nolinks_records_per_s"])]
     if replay["baseline"]:
         base_s = median(replay["baseline"], "open_s")
-        rows.append(("baseline", n_records, base_s, n_records / base_s))
+        rows.append(("baseline (its own record format)", n_records, base_s, n_records / base_s))
         report["baseline"] = {"src": args.compare_src, "replay_open_s": base_s,
                               "replay_speedup": base_s / m["replay_open_s"]}
     print(table(f"WAL replay: reopen of a WAL-only space ({links / large:.1f} links per memory), fresh process",

@@ -24,7 +24,8 @@ METRICS = (
     "recall_large_vs_numpy_p50", "spreading_large_p50_ms", "spreading_large_p99_ms", "spreading_large_overhead",
     "replay_records", "replay_open_s", "replay_records_per_s", "replay_wal_open_s", "replay_wal_read_s",
     "replay_decode_s", "replay_apply_s", "replay_bulk_s", "replay_general_records_per_s",
-    "replay_bulk_records_per_s", "snapshot_memories", "snapshot_reopen_s", "checkpoint_s", "rss_mb_per_100k",
+    "replay_bulk_records_per_s", "replay_feed_open_s", "replay_feed_records_per_s", "replay_nolinks_open_s",
+    "replay_nolinks_records_per_s", "snapshot_memories", "snapshot_reopen_s", "checkpoint_s", "rss_mb_per_100k",
     "rss_wal_mb_per_100k", "ann_build_s", "ann_p50_ms", "exact_p50_ms", "ann_speedup", "ann_recall_at_10",
     "exact_recall_at_10",
 )
