@@ -9,7 +9,10 @@ it, so the command line and every other client report the same errors.
 from __future__ import annotations
 
 import datetime
+import random
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,10 +35,16 @@ from memspace.cli_common import (
     stdout,
     when,
 )
+from memspace.errors import ResourceExhausted, SpaceUnavailable
+from memspace.feed_cursor import FeedCursor, is_asleep
 
 #: Longest a single events request waits on the server for new events.
 EVENTS_WAIT_MS = 10_000
 EVENTS_LIMIT = 1000
+#: Longest wait between two checks of a sleeping space (each wait is 50-100 % of it, jittered).
+EVENTS_RECHECK_S = 4.0
+#: Longest wait before polling again after an OVERLOADED answer (too many feeds open on the space).
+EVENTS_BACKOFF_MAX_S = 30.0
 
 
 def register(app: typer.Typer) -> None:
@@ -258,7 +267,8 @@ def events(
 ) -> None:
     """Tail the space's change feed (remember, forget, link ...) until Ctrl-C or --count events.
 
-    With --json each event is one JSON line."""
+    With --json each event is one JSON line. An open tail does not keep its space awake:
+    while the space hibernates it waits (a note on stderr) and prints the change that wakes it."""
     o = opts(ctx, space, json)
     with errors(o):
         space_id = o.space_id()
@@ -271,34 +281,70 @@ def events(
             client.close()
 
 
-def follow(client: Any, space_id: str, after: int | None, count: int | None, as_json: bool) -> int:
+def follow(client: Any, space_id: str, after: int | None, count: int | None, as_json: bool, *,
+           sleep: Callable[[float], None] = time.sleep) -> int:
     """Long-poll the ``events`` op and print each event; returns how many were printed.
 
     ``after`` None starts at the end of the feed (only new changes). A reply with
     ``gap`` true means events after ``after`` are no longer kept by the server;
-    that is reported on stderr and following continues with what is there."""
+    that is reported on stderr and following continues with what is there.
+
+    The tail does not keep its space awake (as the SSE and gRPC feeds): the first call
+    is an ordinary request (it finds the position, or fetches from ``--after``, and
+    wakes a sleeping space once); every later poll is passive (:class:`FeedCursor`).
+    When the space hibernates, the server answers a passive poll "asleep" and this
+    waits and polls again, resuming after the last seq printed, so the write that
+    wakes the space is printed once, in order. The gateways wait for the space's READY
+    on the supervisor's lifecycle publisher; a command line has no such subscription,
+    so it re-checks every 2-4 s instead (a passive poll of a sleeping space starts
+    nothing and costs the server a lookup). An OVERLOADED answer to a poll (more feeds
+    open on the space than ``router_passive_per_space``) waits its ``retry_after_s``.
+    Any other error ends the command."""
+    woken = after is None
     if after is None:
         after = int(client.call(space_id, "events", {"after": 0, "wait_ms": 0, "limit": 1})["last_seq"])
+    cursor = FeedCursor(after, wait_ms=EVENTS_WAIT_MS, limit=EVENTS_LIMIT, woken=woken)
     printed = 0
+    noted = ""       # the last note printed on stderr, so a long sleep says so once
     while count is None or printed < count:
-        limit = EVENTS_LIMIT if count is None else min(EVENTS_LIMIT, count - printed)
-        reply = client.call(space_id, "events", {"after": after, "wait_ms": EVENTS_WAIT_MS, "limit": limit})
-        batch = reply.get("events") or []
-        if reply.get("gap"):
-            upto = f" up to {batch[0]['seq']}" if batch else ""
-            typer.echo(f"warning: events after {after}{upto} are no longer kept by the server; "
+        cursor.limit = EVENTS_LIMIT if count is None else min(EVENTS_LIMIT, count - printed)
+        body, passive = cursor.request()
+        try:
+            reply = client.call(space_id, "events", body, passive=passive)
+        except SpaceUnavailable as e:
+            if not is_asleep(e):
+                raise
+            if cursor.asleep(e):
+                noted = _note(noted, f"space {space_id} is {str(e.details.get('state', 'asleep')).lower()}; "
+                                     "waiting for it to wake (this command does not wake it)")
+                sleep(EVENTS_RECHECK_S * random.uniform(0.5, 1.0))
+            continue
+        except ResourceExhausted as e:
+            if not passive:
+                raise
+            delay = min(EVENTS_BACKOFF_MAX_S, max(0.1, float(e.details.get("retry_after_s") or 1)))
+            noted = _note(noted, f"{e.message}; polling again in {delay:g} s")
+            sleep(delay)
+            continue
+        noted = ""
+        batch = cursor.batch(reply)
+        if batch.gap:
+            upto = f" up to {batch.events[0]['seq']}" if batch.events else ""
+            typer.echo(f"warning: events after {batch.after}{upto} are no longer kept by the server; "
                        "those changes are not shown", err=True)
-        for event in batch:
+        for event in batch.events:
             if as_json:
                 emit_json(event, compact=True)
             else:
                 typer.echo(format_event(event))
             printed += 1
-            after = int(event["seq"])
-        if not batch and reply.get("last_seq") is not None:
-            # nothing new (records that are not changes, or a gap): go on from the feed's end
-            after = max(after, int(reply["last_seq"]))
     return printed
+
+
+def _note(last: str, message: str) -> str:
+    if message != last:
+        typer.echo(f"note: {message}", err=True)
+    return message
 
 
 def format_event(e: dict[str, Any]) -> str:

@@ -2,31 +2,29 @@
 
 Format: one memory per line, every field ``get`` returns plus ``embedding`` (a
 list of floats) and ``links`` (``[{"target", "weight", "kind"}]``), in id
-order. ``import`` reads the same lines; fields it does not take (access
-counts, tier, times) are ignored, ids, embeddings, tags, metadata and links are
-kept.
+order. ``import`` restores those lines exactly: ids, embeddings, confidence,
+created/last-access times, access counts, tags, metadata and links (also to
+memories on later lines) are kept, nothing is deduplicated or auto-linked, and
+a memory whose id the space holds already is replaced. Importing an export
+into an empty space and exporting it again gives the same lines.
 
 Export to a file writes a temporary name beside FILE, fsyncs and renames it,
 so an interrupted export never leaves a partial FILE.
 
-Import sends batches (``--batch``, default 500), each applied all or none. A
-link may point to a memory later in the file (auto-links go both ways, so most
-exports have such forward links), which the server cannot accept before that
-memory exists. Import therefore runs in two passes: the first stores every
-memory with the links it can already resolve, the second re-sends (as updates,
-same content and embedding) only the memories that had forward links, now with
-all of them. Memory use stays bounded: the second pass re-reads those lines
-from the file (stdin is first copied to a temporary file). If a batch fails,
-the batches before it stay applied and the message says how many memories were
-imported.
+Import reads the input once, line by line, and sends batches (``--batch``,
+default 500), each applied all or none. If a batch fails, the batches before it
+stay applied and the message says how many memories were imported; importing
+the file again is safe (it replaces those memories with themselves).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-import shutil
+import re
+import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +44,9 @@ from memspace.cli_common import (
     say,
     space_arg,
 )
-from memspace.errors import MemspaceError, SpaceNotFound
+from memspace.errors import MemspaceError, SpaceNotFound, from_code
+
+_ITEM_INDEX = re.compile(r"items\[(\d+)\]")
 
 
 def register(app: typer.Typer) -> None:
@@ -109,13 +109,13 @@ def import_(
                                 help="Create SPACE first if it does not exist (dimension from the first embedding)."),
     json: bool = JsonOpt,
 ) -> None:
-    """Import memories (ids, embeddings, links kept) from an NDJSON export."""
+    """Restore memories exactly as exported (ids, times, counts, links kept; same ids replaced)."""
     o = opts(ctx, json=json)
     with errors(o):
         space_id = space_arg(space)
         client = o.client()
-        with _seekable(file) as src:
-            importer = Importer(client, space_id, src, file, batch, create)
+        with _input(file) as src:
+            importer = Importer(client, space_id, src, "stdin" if file == "-" else file, batch, create)
             try:
                 with progress(o, unit="bytes") as bar:
                     importer.run(bar)
@@ -126,38 +126,27 @@ def import_(
                     typer.echo(f"note: {importer.imported} memories were imported before this error", err=True)
                 raise
         if o.json:
-            emit_json({"space": space_id, "imported": importer.imported, "relinked": importer.relinked,
-                       "file": file})
+            emit_json({"space": space_id, "imported": importer.imported, "file": file})
         else:
             say(o, f"imported {importer.imported} memories into {space_id}")
 
 
-class _seekable:
-    """The input as a seekable binary file: FILE itself, or stdin copied to a temporary file."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.f: IO[bytes] | None = None
-
-    def __enter__(self) -> IO[bytes]:
-        try:
-            if self.name == "-":
-                self.f = tempfile.TemporaryFile()
-                shutil.copyfileobj(sys.stdin.buffer, self.f)
-                self.f.seek(0)
-            else:
-                self.f = open(self.name, "rb")
-        except OSError as e:
-            raise UsageError(f"cannot read {self.name}: {e.strerror or e}") from None
-        return self.f
-
-    def __exit__(self, *exc: object) -> None:
-        if self.f is not None:
-            self.f.close()
+@contextlib.contextmanager
+def _input(name: str) -> Iterator[IO[bytes]]:
+    """FILE opened for reading, or stdin (``-``)."""
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        f = open(name, "rb")  # noqa: SIM115 -- closed below; only the open's own error is "cannot read"
+    except OSError as e:
+        raise UsageError(f"cannot read {name}: {e.strerror or e}") from None
+    with f:
+        yield f
 
 
 class Importer:
-    """The two passes of an import (see the module docstring)."""
+    """One pass over the input: parse each line, send a batch every ``batch`` memories."""
 
     def __init__(self, client: Any, space_id: str, src: IO[bytes], name: str, batch: int, create: bool) -> None:
         self.client = client
@@ -166,50 +155,45 @@ class Importer:
         self.name = name
         self.batch = batch
         self.create = create
-        self.seen: set[str] = set()       # ids stored so far (earlier batches and this one)
-        self.deferred: list[tuple[int, int]] = []   # (offset, length) of lines whose links point forward
         self.imported = 0
-        self.relinked = 0
 
     def run(self, bar: Any) -> None:
-        size = os.fstat(self.src.fileno()).st_size
-        task = bar.add_task(f"importing into {self.remote.id}", total=size)
+        task = bar.add_task(f"importing into {self.remote.id}", total=self._size())
         chunk: list[dict[str, Any]] = []
-        for offset, line, item in self._lines():
-            links = item.get("links")
-            if isinstance(links, list) and links:
-                now = [link for link in links if self._resolvable(link)]
-                if len(now) < len(links):
-                    self.deferred.append((offset, len(line)))
-                    item = {**item, "links": now}
-            if isinstance(item.get("id"), str):
-                self.seen.add(item["id"])
+        lines: list[int] = []
+        done = 0
+        for lineno, line, item in self._lines():
             chunk.append(item)
+            lines.append(lineno)
+            done += len(line)
             if len(chunk) == self.batch:
-                self._send(chunk)
-                chunk = []
-            bar.update(task, completed=offset + len(line))
+                self._send(chunk, lines)
+                chunk, lines = [], []
+                bar.update(task, completed=done)
         if chunk:
-            self._send(chunk)
-        bar.update(task, completed=size)
-        if self.deferred:
-            task = bar.add_task("adding forward links", total=sum(n for _, n in self.deferred))
-            for start in range(0, len(self.deferred), self.batch):
-                spans = self.deferred[start:start + self.batch]
-                items = list(self._at(spans))
-                self.relinked += self.remote.import_(items, batch=len(items))
-                bar.advance(task, sum(n for _, n in spans))
+            self._send(chunk, lines)
+        bar.update(task, completed=done, total=done)
 
-    def _resolvable(self, link: Any) -> bool:
-        # anything that is not a well-formed link goes to the server as is, which names the problem
-        if not isinstance(link, dict) or not isinstance(link.get("target"), str):
-            return True
-        return link["target"] in self.seen
+    def _size(self) -> int | None:
+        """The input's size for the progress bar, when it is a regular file."""
+        try:
+            st = os.fstat(self.src.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
-    def _send(self, chunk: list[dict[str, Any]]) -> None:
+    def _send(self, chunk: list[dict[str, Any]], lines: list[int]) -> None:
         if self.create and self.imported == 0:
             self._ensure_space(chunk[0])
-        self.imported += self.remote.import_(chunk, batch=len(chunk))
+        try:
+            self.imported += self.remote.import_(chunk, batch=len(chunk))
+        except MemspaceError as e:
+            # the server names the memory by its index in the batch: name the line instead
+            match = _ITEM_INDEX.match(str(e.details.get("field", "")))
+            if match is None or int(match.group(1)) >= len(lines):
+                raise
+            line = lines[int(match.group(1))]
+            raise from_code(e.code, f"{self.name} line {line}: {e.message}", {**e.details, "line": line}) from None
 
     def _ensure_space(self, first: dict[str, Any]) -> None:
         try:
@@ -220,24 +204,13 @@ class Importer:
             self.client.create_space(self.remote.id, dimension=dimension)
 
     def _lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-        """(offset, raw line, memory) for every non-blank line."""
-        self.src.seek(0)
-        offset = 0
-        lineno = 0
-        while line := self.src.readline():
-            lineno += 1
+        """(line number, raw line, memory) for every non-blank line."""
+        for lineno, line in enumerate(self.src, 1):
             if line.strip():
-                yield offset, line, self._parse(line, lineno)
-            offset += len(line)
+                yield lineno, line, self._parse(line, lineno)
 
-    def _at(self, spans: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
-        """The memories on the lines at ``spans`` (already parsed once, so known to be valid)."""
-        for offset, _ in spans:
-            self.src.seek(offset)
-            yield self._parse(self.src.readline(), None)
-
-    def _parse(self, line: bytes, lineno: int | None) -> dict[str, Any]:
-        where = f"{self.name} line {lineno}" if lineno is not None else f"{self.name}"
+    def _parse(self, line: bytes, lineno: int) -> dict[str, Any]:
+        where = f"{self.name} line {lineno}"
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as e:
@@ -245,4 +218,3 @@ class Importer:
         if not isinstance(item, dict):
             raise UsageError(f"{where}: expected a JSON object (one memory), got {type(item).__name__}")
         return item
-

@@ -77,13 +77,16 @@ class Transport(Protocol):
     default space, or no space for deployment-wide ops), raises the reply's
     MemspaceError for an error reply, and DeadlineExceeded when no reply came in
     time. ``request_id`` is the idempotency key: a transport may deliver a request
-    more than once, but only under that id.
+    more than once, but only under that id. ``passive`` marks a background request
+    (see :meth:`Client.call`); a transport that cannot carry the mark raises
+    InvalidArgument rather than send an ordinary request. :class:`Client` passes it
+    only when true.
     """
 
     url: str
 
     def call(self, space: str, op: str, body: Mapping[str, Any], request_id: str,
-             timeout: float) -> Any: ...
+             timeout: float, *, passive: bool = False) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -126,10 +129,10 @@ class ZmqTransport:
         return bool(self._socket.closed)
 
     def call(self, space: str, op: str, body: Mapping[str, Any], request_id: str,
-             timeout: float) -> Any:
+             timeout: float, *, passive: bool = False) -> Any:
         frames = wire.encode_request(request_id, space, op, body,
                                      timeout_ms=_timeout_ms(timeout), token=self.token,
-                                     max_bytes=self.max_bytes)
+                                     passive=passive, max_bytes=self.max_bytes)
         with self._lock:
             if self._socket.closed:
                 raise InvalidArgument(f"the client for {self.url} is closed", {"url": self.url})
@@ -262,9 +265,19 @@ class Client:
         return self._transport.url
 
     def call(self, space: str, op: str, body: Mapping[str, Any] | None = None, *,
-             request_id: str | None = None) -> Any:
-        """Run one wire op and return its decoded JSON result (the layer every method uses)."""
+             request_id: str | None = None, passive: bool = False) -> Any:
+        """Run one wire op and return its decoded JSON result (the layer every method uses).
+
+        ``passive=True`` sends a background request, such as a change feed's long poll of
+        ``events``: it does not count as activity (the space still hibernates when idle),
+        and for a space that has no worker the server does not start one but answers
+        SpaceUnavailable with ``details["asleep"] is True`` (and, when known,
+        ``details["last_seq"]``, the newest seq its last worker wrote). Only the zmq
+        transport carries it; over ``http://`` it raises InvalidArgument, nothing sent.
+        """
         rid = uuid.uuid4().hex if request_id is None else request_id
+        if passive:
+            return self._transport.call(space, op, body or {}, rid, self.timeout, passive=True)
         return self._transport.call(space, op, body or {}, rid, self.timeout)
 
     # -- spaces ----------------------------------------------------------------------------
@@ -387,9 +400,12 @@ class RemoteSpace:
         return Link.from_dict(self._call("link", body, request_id=request_id))
 
     def import_(self, items: Iterable[Mapping[str, Any]], batch: int = 500) -> int:
-        """Import exported memories (ids, embeddings, links kept) in batches of ``batch``;
-        returns how many were imported. Each batch is one request, applied all or none;
-        a failure raises after the earlier batches were applied."""
+        """Restore exported memories (:meth:`export`'s dicts) exactly, in batches of ``batch``;
+        returns how many were imported. Everything exported is kept (ids, embeddings, times,
+        access counts, tags, metadata, links with weights and kinds, also to memories of
+        later batches); there is no dedup and no auto-linking, and a memory with the same id
+        is replaced. Each batch is one request, applied all or none; a failure raises after
+        the earlier batches were applied."""
         _check_batch(batch)
         total = 0
         chunk: builtins.list[Mapping[str, Any]] = []

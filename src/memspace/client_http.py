@@ -18,7 +18,8 @@ Op -> route (``S`` = ``/v1/spaces/{space}``)::
     list            GET  S/memories?limit&cursor&tier&embedding
     export          GET  S/memories?...&embedding=true   (the export op is a list page with embeddings)
     stats           GET  S/stats
-    import          POST S/memories:batch       (the fields import keeps; one batch, all or none)
+    import          POST S/import               (NDJSON, one memory a line; applied by the gateway
+                                                 in batches of at most 500 memories, each all or none)
     create_space    POST /v1/spaces             list_spaces  GET /v1/spaces
     get_space       GET  S                      delete_space DELETE S
     drain | hibernate | restart | repair        POST S/{op}
@@ -28,7 +29,9 @@ Op -> route (``S`` = ``/v1/spaces/{space}``)::
 serves Prometheus text) have no JSON route, nor do the space ops other than
 remember, recall and get on the default space (REST names the space in the
 path): these raise InvalidArgument before anything is sent, naming the op and
-the way out (name the space, or use the ``zmq:`` url). Arguments an op does not
+the way out (name the space, or use the ``zmq:`` url). So does a passive request
+(``Client.call(..., passive=True)``): REST cannot mark one, and sent as an ordinary
+request it would wake its space. Arguments an op does not
 take are refused locally with the worker's message, since query-string routes
 would otherwise drop them silently.
 
@@ -113,6 +116,7 @@ class Request:
     path: str
     json: Any = None
     params: dict[str, str] = field(default_factory=dict)
+    ndjson: list[Any] | None = None      # a body of JSON lines instead of ``json``
     result: Callable[[Any], Any] = lambda reply: reply
 
     @property
@@ -202,11 +206,7 @@ def route(space: str, op: str, body: Mapping[str, Any]) -> Request:
     if op == "stats":
         return Request("GET", f"{base}/stats")
     assert op == "import", op
-    # Not the NDJSON import route: that one holds forward links back and streams in batches of
-    # its own, while the import op applies one batch all or none. A batch write of the fields
-    # the import op keeps is that op exactly.
-    return Request("POST", f"{base}/memories:batch", json={"items": _import_items(body["items"])},
-                   result=_imported)
+    return Request("POST", f"{base}/import", ndjson=_import_items(body["items"]))
 
 
 def _admin_route(space: str, op: str, body: Mapping[str, Any]) -> Request:
@@ -271,24 +271,13 @@ def _query(args: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-#: The fields of an exported memory that the import op keeps (the rest is state it recomputes).
-_IMPORT_FIELDS = ("id", "content", "embedding", "confidence", "tags", "metadata", "links")
-
-
-def _import_items(items: Any) -> list[dict[str, Any]]:
+def _import_items(items: Any) -> list[Any]:
     if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
         raise InvalidArgument("import: items must be a list of memory objects", {"field": "items"})
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise InvalidArgument(f"import: item {i} is not an object", {"index": i})
-        out.append({k: item[k] for k in _IMPORT_FIELDS if item.get(k) is not None})
-    return out
-
-
-def _imported(reply: Any) -> dict[str, Any]:
-    results = _field("results")(reply)
-    return {"imported": len(results), "results": results}
+    if not items:
+        # an empty NDJSON body imports nothing; the import op refuses an empty batch
+        raise InvalidArgument("items: must contain at least one memory", {"field": "items"})
+    return list(items)
 
 
 def _field(name: str) -> Callable[[Any], Any]:
@@ -357,8 +346,13 @@ class HttpTransport:
         return self._closed.is_set()
 
     def call(self, space: str, op: str, body: Mapping[str, Any], request_id: str,
-             timeout: float) -> Any:
+             timeout: float, *, passive: bool = False) -> Any:
         req = route(space, op, body)
+        if passive:
+            # REST has no passive request: sent as an ordinary one, it would wake the space
+            raise InvalidArgument(f"passive requests ({op}) need the zmq url (tcp://HOST:PORT, printed as "
+                                  "`zmq:` by `memspace serve`); REST cannot mark a request passive",
+                                  {"field": "passive", "op": op})
         limit = wire.MAX_REQUEST_ID_BYTES
         if not isinstance(request_id, str) or not 1 <= len(request_id.encode()) <= limit:
             raise InvalidArgument(f"request_id must be a string of 1..{limit} UTF-8 bytes, "
@@ -416,6 +410,9 @@ class HttpTransport:
         if req.json is not None:
             content = _dumps(req.json, "request body")
             headers["Content-Type"] = "application/json"
+        elif req.ndjson is not None:
+            content = b"".join([_dumps(line, "request body") + b"\n" for line in req.ndjson])
+            headers["Content-Type"] = "application/x-ndjson"
         if content is not None and len(content) > self.max_bytes:
             raise PayloadTooLarge(f"request is {len(content)} bytes; the limit is {self.max_bytes}",
                                   {"limit": self.max_bytes, "size": len(content)})

@@ -124,7 +124,12 @@ SETTINGS: tuple[Setting, ...] = (
       minimum=0),
     S("worker_open_files", int, 1024, "Open-file limit (RLIMIT_NOFILE) per worker.", minimum=16),
     S("router_queue_per_space", int, 1000,
-      "Requests queued for one space while it starts or is busy; more are answered OVERLOADED.", minimum=1),
+      "Real requests waiting for or running in one space's worker (change-feed polls not counted); "
+      "more are answered OVERLOADED.", minimum=1),
+    S("router_passive_per_space", int, 1000,
+      "Change-feed long polls (SSE, gRPC Subscribe, `memspace events`) open on one space, bounded apart "
+      "from router_queue_per_space so open feeds never make real requests OVERLOADED; more are answered "
+      "OVERLOADED and their feeds poll again later.", minimum=1),
     # -- durability
     S("wal.fsync", str, "always",
       "always: a write is acknowledged only after its record is fsynced (group commit); "

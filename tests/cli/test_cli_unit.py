@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from memspace import cli_memory, cli_space, cli_status, cli_transfer
 from memspace.cli import app
 from memspace.cli_common import UsageError, duration, resolve_space, size
-from memspace.errors import MemoryNotFound
+from memspace.errors import InvalidArgument, Overloaded, SpaceUnavailable
 
 CLOSED_URL = "tcp://127.0.0.1:1"
 
@@ -104,16 +104,29 @@ def test_settings_flags_parse_json_values() -> None:
 
 
 class FakeFeed:
-    """Answers ``events`` calls from a script of replies and records the requests."""
+    """Answers ``events`` calls from a script of replies (an exception is raised) and records the
+    requests and whether each was passive."""
 
-    def __init__(self, replies: list[dict[str, Any]]) -> None:
+    def __init__(self, replies: list[Any]) -> None:
         self.replies = replies
         self.calls: list[dict[str, Any]] = []
+        self.passive: list[bool] = []
 
-    def call(self, space: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    def call(self, space: str, op: str, body: dict[str, Any], *, passive: bool = False) -> dict[str, Any]:
         assert (space, op) == ("alpha", "events")
         self.calls.append(dict(body))
-        return self.replies.pop(0)
+        self.passive.append(passive)
+        step = self.replies.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step  # type: ignore[no-any-return]
+
+
+def asleep(state: str = "HIBERNATED", last_seq: int | None = None) -> SpaceUnavailable:
+    details: dict[str, Any] = {"space": "alpha", "state": state, "asleep": True}
+    if last_seq is not None:
+        details["last_seq"] = last_seq
+    return SpaceUnavailable(f"memory space 'alpha' is {state}; a passive request does not start it", details)
 
 
 def ev(seq: int, kind: str = "forget") -> dict[str, Any]:
@@ -133,6 +146,71 @@ def test_follow_resumes_after_each_event_and_stops_at_count(capsys: pytest.Captu
     assert [c.get("after") for c in feed.calls] == [0, 7, 9, 11]
     assert feed.calls[0]["wait_ms"] == 0
     assert [c["limit"] for c in feed.calls[1:]] == [3, 3, 1]
+    # only the call that finds the position may wake the space; every long poll is passive
+    assert feed.passive == [False, True, True, True]
+
+
+def test_follow_from_a_given_seq_fetches_ordinarily_first_then_polls_passively(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    feed = FakeFeed([{"events": [ev(4), ev(5)], "last_seq": 5, "gap": False},
+                     {"events": [ev(6)], "last_seq": 6, "gap": False}])
+    assert cli_memory.follow(feed, "alpha", 3, 3, as_json=True) == 3
+    assert [(c["after"], c["wait_ms"]) for c in feed.calls] == [(3, 0), (5, cli_memory.EVENTS_WAIT_MS)]
+    assert feed.passive == [False, True]
+
+
+def test_follow_waits_through_a_sleeping_space_and_prints_the_waking_write_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    waits: list[float] = []
+    feed = FakeFeed([
+        {"events": [], "last_seq": 7, "gap": False},          # the position
+        {"events": [], "last_seq": 7, "gap": False},          # the draining worker answers the parked poll
+        asleep("DRAINING"), asleep(last_seq=7), asleep(last_seq=7),
+        {"events": [ev(8, "remember")], "last_seq": 8, "gap": False},   # a write woke it
+        {"events": [ev(8, "remember"), ev(9)], "last_seq": 9, "gap": False},  # a repeat is not re-printed
+    ])
+    assert cli_memory.follow(feed, "alpha", None, 2, as_json=True, sleep=waits.append) == 2
+    captured = capsys.readouterr()
+    assert [line.split('"seq":')[1].split(",")[0] for line in captured.out.splitlines()] == ["8", "9"]
+    assert [c["after"] for c in feed.calls] == [0, 7, 7, 7, 7, 7, 8]
+    assert feed.passive == [False, True, True, True, True, True, True]      # nothing woke the space
+    assert len(waits) == 3 and all(2.0 <= w <= 4.0 for w in waits)          # bounded, jittered re-checks
+    notes = captured.err.splitlines()
+    assert notes == ["note: space alpha is draining; waiting for it to wake (this command does not wake it)",
+                     "note: space alpha is hibernated; waiting for it to wake (this command does not wake it)"]
+
+
+def test_follow_fetches_ordinarily_what_the_space_wrote_while_the_tail_was_not_looking(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the space woke (someone else's write) and slept again between two re-checks: the router's
+    # "asleep" says its last worker wrote up to 12, past the tail's position 10
+    feed = FakeFeed([{"events": [], "last_seq": 10, "gap": False}, asleep(last_seq=12),
+                     {"events": [ev(11), ev(12)], "last_seq": 12, "gap": False}])
+    waits: list[float] = []
+    assert cli_memory.follow(feed, "alpha", None, 2, as_json=False, sleep=waits.append) == 2
+    assert waits == []                                   # no re-check wait: it fetches at once
+    assert [(c["after"], c["wait_ms"]) for c in feed.calls] == [(0, 0), (10, cli_memory.EVENTS_WAIT_MS), (10, 0)]
+    assert feed.passive == [False, True, False]          # one ordinary call, which may wake the space
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["11", "12"]
+
+
+def test_follow_backs_off_when_too_many_feeds_are_open_and_stops_on_other_errors(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    busy = Overloaded("space alpha: more than 2 change-feed polls open", {"retry_after_s": 5, "passive": True})
+    waits: list[float] = []
+    feed = FakeFeed([{"events": [], "last_seq": 1, "gap": False}, busy, busy,
+                     {"events": [ev(2)], "last_seq": 2, "gap": False}])
+    assert cli_memory.follow(feed, "alpha", None, 1, as_json=True, sleep=waits.append) == 1
+    assert waits == [5.0, 5.0] and feed.passive == [False, True, True, True]
+    assert capsys.readouterr().err.count("change-feed polls open") == 1
+
+    # an ordinary call that is refused, or an error that is not "asleep", ends the command
+    with pytest.raises(Overloaded):
+        cli_memory.follow(FakeFeed([busy]), "alpha", None, 1, as_json=True, sleep=waits.append)
+    restarting = SpaceUnavailable("space alpha did not become ready", {"retry_after_s": 1})
+    with pytest.raises(SpaceUnavailable, match="did not become ready"):
+        cli_memory.follow(FakeFeed([{"events": [], "last_seq": 1, "gap": False}, restarting]), "alpha", None, 1,
+                          as_json=True, sleep=waits.append)
 
 
 def test_follow_reports_a_gap_and_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,24 +232,19 @@ def test_format_event_kinds() -> None:
 
 
 class FakeRemote:
-    """A space that, like the server, refuses a link to a memory it does not hold yet."""
+    """A space that records each import request and refuses a memory without an embedding."""
 
     id = "alpha"
 
     def __init__(self) -> None:
-        self.links: dict[str, set[str]] = {}
         self.requests: list[list[str]] = []
 
     def import_(self, items: list[dict[str, Any]], batch: int) -> int:
+        assert batch == len(items)
+        for i, m in enumerate(items):
+            if "embedding" not in m:
+                raise InvalidArgument(f"items[{i}].embedding: is required", {"field": f"items[{i}].embedding"})
         self.requests.append([m["id"] for m in items])
-        known = set(self.links)
-        for m in items:
-            for link in m.get("links", []):
-                if link["target"] not in known:
-                    raise MemoryNotFound(f"memory {link['target']!r} does not exist")
-            known.add(m["id"])
-        for m in items:
-            self.links.setdefault(m["id"], set()).update(link["target"] for link in m.get("links", []))
         return len(items)
 
 
@@ -194,13 +267,14 @@ class NullBar:
         pass
 
 
-def test_import_defers_forward_links_to_a_second_pass(tmp_path) -> None:
+def test_import_sends_each_line_once_in_batches_and_names_the_line_of_an_error(tmp_path) -> None:
     lines = [
-        '{"id": "a", "links": [{"target": "c"}, {"target": "b"}]}',
-        '{"id": "b", "links": [{"target": "a"}]}',
+        '{"id": "a", "embedding": [1], "links": [{"target": "c"}, {"target": "b"}]}',
+        '{"id": "b", "embedding": [1], "links": [{"target": "a"}]}',
         "",
-        '{"id": "c", "links": [{"target": "a"}, {"target": "b"}]}',
-        '{"id": "d"}',
+        '{"id": "c", "embedding": [1], "links": [{"target": "a"}, {"target": "b"}]}',
+        '{"id": "d", "embedding": [1]}',
+        '{"id": "e", "embedding": [1]}',
     ]
     path = tmp_path / "in.ndjson"
     path.write_text("\n".join(lines) + "\n")
@@ -208,10 +282,14 @@ def test_import_defers_forward_links_to_a_second_pass(tmp_path) -> None:
     with open(path, "rb") as src:
         importer = cli_transfer.Importer(client, "alpha", src, "in.ndjson", 2, create=False)
         importer.run(NullBar())
-    assert importer.imported == 4 and importer.relinked == 1
-    # pass 1 in batches of 2, then "a" again with all its links
-    assert client.remote.requests == [["a", "b"], ["c", "d"], ["a"]]
-    assert client.remote.links == {"a": {"b", "c"}, "b": {"a"}, "c": {"a", "b"}, "d": set()}
+    assert importer.imported == 5
+    assert client.remote.requests == [["a", "b"], ["c", "d"], ["e"]]     # forward links go as they are
+    path.write_text("\n".join(lines[:4] + ['{"id": "x"}']) + "\n")
+    with open(path, "rb") as src:
+        importer = cli_transfer.Importer(FakeClient(), "alpha", src, "in.ndjson", 2, create=False)
+        with pytest.raises(InvalidArgument, match=r"^in\.ndjson line 5: items\[1\]\.embedding") as err:
+            importer.run(NullBar())
+    assert importer.imported == 2 and err.value.details["line"] == 5
 
 
 def test_percentile_bound_reads_worker_histograms() -> None:

@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from memspace import config, wire
-from memspace.errors import SpaceUnavailable
+from memspace.errors import Overloaded, SpaceUnavailable
 from memspace.router.broker import Router
 from memspace.supervisor.core import Supervisor
 from memspace.supervisor.lifecycle import Events, State
@@ -24,6 +24,8 @@ from memspace.testing import FakeClock, FakeSpawner
 
 _ids = itertools.count()
 POLL_MS = 5000
+QUEUE_LIMIT = 10       # router_queue_per_space: real requests
+PASSIVE_LIMIT = 12     # router_passive_per_space: change-feed polls
 
 
 class World:
@@ -40,7 +42,8 @@ class World:
         n = next(_ids)
         self.router = Router(self.ctx, f"inproc://front-{n}", f"inproc://back-{n}", supervisor=self.sup,  # type: ignore[arg-type]
                              clock=self.clock.monotonic, default_space="default", require_explicit_space=False,
-                             queue_limit=10, request_timeout_s=60.0, start_timeout_s=60.0, max_bytes=1 << 20)
+                             queue_limit=QUEUE_LIMIT, passive_limit=PASSIVE_LIMIT, request_timeout_s=60.0,
+                             start_timeout_s=60.0, max_bytes=1 << 20)
         self.sup.router = self.router
         self.client = self.ctx.socket(zmq.DEALER)
         self.client.connect(f"inproc://front-{n}")
@@ -196,3 +199,100 @@ def test_the_passive_flag_is_checked_on_the_wire():
     frames[5] = b'{"passive": "yes"}'
     with pytest.raises(wire.WireError, match="passive"):
         wire.split_client_request(frames)
+
+
+# -- bounds: passive polls have their own --------------------------------------------------------
+
+
+def awake(world: World) -> None:
+    world.send("count")
+    world.worker_ready()
+    world.worker_replies(world.worker_gets(), 0)
+    assert world.answer().result() == 0
+
+
+def test_passive_polls_as_many_as_the_real_bound_leave_real_requests_room(world):
+    awake(world)
+    parked = []
+    for n in range(QUEUE_LIMIT):                # as many open feeds as the real-request bound
+        world.send("events", {"after": n, "wait_ms": 25_000}, passive=True)
+        parked.append(world.worker_gets())
+    assert world.router.depth("alpha")["inflight"] == QUEUE_LIMIT
+    route = world.router.routes["alpha"]
+    assert (route.real, route.passive) == (0, QUEUE_LIMIT)
+
+    # a real request is still accepted and reaches the worker (it used to be OVERLOADED here)
+    rid = world.send("remember", {"content": "x"})
+    frames = world.worker_gets()
+    req = wire.split_worker_request(frames)
+    assert (req.op, req.request_id) == ("remember", rid)
+    world.worker_replies(frames, {"id": "m1", "outcome": "stored"})
+    reply = world.answer()
+    assert reply.request_id == rid and reply.result() == {"id": "m1", "outcome": "stored"}
+
+    # the real bound is untouched by the polls: QUEUE_LIMIT real requests fit, one more does not
+    real = [world.send("count") for _ in range(QUEUE_LIMIT)]
+    over = world.send("count")
+    err = world.answer()
+    assert err.request_id == over
+    with pytest.raises(Overloaded, match="router_queue_per_space") as info:
+        err.result()
+    assert info.value.details == {"retry_after_s": 1, "space": "alpha"}
+    assert world.router.depth("alpha")["inflight"] == 2 * QUEUE_LIMIT
+    assert (route.real, route.passive) == (QUEUE_LIMIT, QUEUE_LIMIT)
+    for _ in real:
+        world.worker_replies(world.worker_gets(), 1)
+        assert world.answer().result() == 1
+    for frames in parked:                       # the feeds' polls end (new events, say)
+        world.worker_replies(frames, {"events": [], "last_seq": 9, "gap": False})
+        world.answer()
+    assert (route.real, route.passive) == (0, 0)
+
+
+def test_a_poll_over_the_passive_bound_is_overloaded_and_real_requests_still_pass(world):
+    awake(world)
+    parked = []
+    for n in range(PASSIVE_LIMIT):
+        world.send("events", {"after": n, "wait_ms": 25_000}, passive=True)
+        parked.append(world.worker_gets())
+    over = world.send("events", {"after": 0, "wait_ms": 25_000}, passive=True)
+    err = world.answer()
+    assert err.request_id == over
+    with pytest.raises(Overloaded, match="router_passive_per_space") as info:
+        err.result()
+    assert info.value.details == {"retry_after_s": 5, "space": "alpha", "passive": True}
+    assert world.router.depth("alpha")["inflight"] == PASSIVE_LIMIT     # the refused poll never reached it
+
+    rid = world.send("count")                   # real work is not pushed out
+    world.worker_replies(world.worker_gets(), 3)
+    assert world.answer().request_id == rid
+
+    # an answered poll frees its room: the next poll is accepted
+    world.worker_replies(parked.pop(), {"events": [], "last_seq": 9, "gap": False})
+    world.answer()
+    world.send("events", {"after": 9, "wait_ms": 25_000}, passive=True)
+    assert wire.split_worker_request(world.worker_gets()).op == "events"
+    assert world.router.routes["alpha"].passive == PASSIVE_LIMIT
+
+
+def test_polls_queued_while_the_space_starts_do_not_fill_the_real_queue(world):
+    world.send("count")                         # wakes it; STARTING
+    for n in range(PASSIVE_LIMIT):
+        world.send("events", {"after": n, "wait_ms": 25_000}, passive=True)
+    assert world.router.depth("alpha")["queued"] == 1 + PASSIVE_LIMIT
+    for _ in range(QUEUE_LIMIT - 1):            # the real queue still has all its room
+        world.send("count")
+    assert world.router.depth("alpha")["queued"] == QUEUE_LIMIT + PASSIVE_LIMIT
+    world.send("count")
+    with pytest.raises(Overloaded, match="router_queue_per_space"):
+        world.answer().result()
+    # the worker drains away before it is ready: the polls are answered asleep and free their room,
+    # the real requests wait for the next worker
+    world.router.release_passive("alpha", SpaceUnavailable("asleep", {"asleep": True}))
+    for _ in range(PASSIVE_LIMIT):
+        with pytest.raises(SpaceUnavailable, match="asleep"):
+            world.answer().result()
+    route = world.router.routes["alpha"]
+    assert (route.real, route.passive) == (QUEUE_LIMIT, 0)
+    world.router.fail("alpha", SpaceUnavailable("failed", {}))
+    assert (route.real, route.passive) == (0, 0)

@@ -3,7 +3,9 @@
 * :class:`LifecycleHub`: one SUB socket per gateway process on the supervisor's
   lifecycle publisher, fanning each space's transitions out to listeners.
 * :class:`EventsPoller`: the data half of a feed, long polls of the space's
-  ``events`` op that never keep the space awake.
+  ``events`` op that never keep the space awake. The position and the choice of
+  call are :class:`memspace.feed_cursor.FeedCursor`'s (shared with ``memspace
+  events``); this class adds the asyncio calls and the wait for a lifecycle message.
 
 How an open feed lets its space hibernate, and picks up again when it wakes::
 
@@ -36,7 +38,6 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -44,7 +45,10 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from memspace.errors import Internal, SpaceUnavailable
+from memspace.errors import SpaceUnavailable
+from memspace.feed_cursor import Batch, FeedCursor, is_asleep
+
+__all__ = ["RECHECK_S", "Batch", "Call", "EventsPoller", "LifecycleHub", "is_asleep"]
 
 log = logging.getLogger("memspace.gateway.feed")
 
@@ -124,21 +128,6 @@ class Call(Protocol):
                  timeout: float | None = None) -> Awaitable[Any]: ...
 
 
-@dataclass(frozen=True)
-class Batch:
-    """One ``events`` reply, as the feed delivers it."""
-
-    events: list[dict[str, Any]]   # seq ascending, each above ``after`` (never one twice)
-    gap: bool                      # the space no longer holds some events after ``after``
-    after: int                     # the position this reply continues from
-    last_seq: int | None
-
-
-def is_asleep(err: BaseException) -> bool:
-    """The router's answer to a passive request for a space that has no worker."""
-    return isinstance(err, SpaceUnavailable) and err.details.get("asleep") is True
-
-
 class EventsPoller:
     """Polls one space's ``events`` op for a change feed without keeping the space awake.
 
@@ -158,16 +147,16 @@ class EventsPoller:
         self.call = call
         self.space = space            # "" = the router's default space
         self.topic = topic            # the real space id, for lifecycle messages
-        self.after = after
         self.hub = hub
-        self.wait_ms = wait_ms
-        self.limit = limit
         self.margin_s = margin_s
         self.recheck_s = recheck_s
-        # the first call (until one succeeds) is an ordinary one, unless the caller has just made
-        # one itself (``woken``)
-        self.first = not woken
+        self.cursor = FeedCursor(after, wait_ms=wait_ms, limit=limit, woken=woken)
         self._nudge = asyncio.Event()
+
+    @property
+    def after(self) -> int:
+        """The last seq delivered (or skipped as not a change): the next poll continues after it."""
+        return self.cursor.after
 
     def __enter__(self) -> Self:
         if self.hub is not None:
@@ -187,45 +176,20 @@ class EventsPoller:
             # cleared before the call: a transition published after the router's answer
             # still ends the wait below
             self._nudge.clear()
-            wait_ms = 0 if self.first else self.wait_ms
+            body, passive = self.cursor.request()
             try:
-                reply = await self.call(self.space, "events",
-                                        {"after": self.after, "wait_ms": wait_ms, "limit": self.limit},
-                                        passive=not self.first, timeout=wait_ms / 1000.0 + self.margin_s)
+                reply = await self.call(self.space, "events", body, passive=passive,
+                                        timeout=body["wait_ms"] / 1000.0 + self.margin_s)
             except SpaceUnavailable as e:
                 if not is_asleep(e):
                     raise
-                last_seq = e.details.get("last_seq")
-                if isinstance(last_seq, int) and last_seq > self.after:
-                    # the space was awake and went back to sleep before this feed polled it: the
-                    # records it missed are there to fetch, so one ordinary call may wake it
-                    self.first = True
-                    continue
-                await self._sleep()
+                if self.cursor.asleep(e):
+                    await self._sleep()
                 continue
-            self.first = False
-            return self._batch(reply)
+            return self.cursor.batch(reply)
 
     async def _sleep(self) -> None:
         # jittered, so streams that fell asleep together do not re-check together
         timeout = self.recheck_s * random.uniform(0.75, 1.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._nudge.wait(), timeout)
-
-    def _batch(self, reply: Any) -> Batch:
-        if not isinstance(reply, dict) or not isinstance(reply.get("events"), list):
-            raise Internal("the events op answered with an unexpected shape", {"reply": str(reply)[:200]})
-        start = self.after
-        events = []
-        for event in reply["events"]:
-            seq = int(event["seq"])
-            if seq > self.after:       # never deliver a seq twice, whatever the op returns
-                self.after = seq
-                events.append(event)
-        last_seq = reply.get("last_seq")
-        if not events and isinstance(last_seq, int):
-            # nothing after `after` up to last_seq (only records that are not changes, or
-            # changes lost to a gap, reported now): go on from there, so a checkpoint past them
-            # (a hibernation) is not mistaken for a gap later
-            self.after = max(self.after, last_seq)
-        return Batch(events, bool(reply.get("gap")), start, last_seq if isinstance(last_seq, int) else None)

@@ -13,19 +13,15 @@ number; the batches before it stay imported and the message says how many.
 With an Idempotency-Key, batch *n* carries the request id ``<key>:<n>``, so
 re-sending the same file with the same key does not import anything twice.
 
-Links may point forward: an export is in id order and links go both ways, so a
-memory often links to one on a later line, which the worker would refuse as
-not (yet) existing. Links to ids not seen on an earlier line are therefore held
-back and made with the ``link`` op once every memory is in (several in flight
-at once, so they share group commits). The gateway keeps the ids seen and the
-held-back links in memory for the duration of the import. As with any
-remember, new memories are also auto-linked to their nearest neighbours, so
-the imported space holds every exported link and possibly more.
+The worker restores each memory exactly as exported (``Space.restore``): id,
+embedding, times, access count, tags, metadata and links, also links to
+memories on later lines; no dedup, no auto-links, and a memory with the same id
+is replaced. So export -> import into an empty space -> export gives the same
+lines, and importing the same file again changes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -52,8 +48,6 @@ log = logging.getLogger("memspace.http")
 
 EXPORT_PAGE = 500
 IMPORT_BATCH = 500
-#: Held-back links in flight at once at the end of an import.
-LINK_WINDOW = 128
 NDJSON = "application/x-ndjson"
 
 router = APIRouter(responses=ERRORS)
@@ -107,7 +101,7 @@ async def import_(request: Request, space: Space, gw: Gw, key: IdempotencyHeader
             raise importer.too_long(importer.line_no + 1, len(buffered))
     if buffered:
         await importer.line(buffered)
-    await importer.finish()
+    await importer.flush()
     return JSON({"imported": importer.imported})
 
 
@@ -124,8 +118,6 @@ class _Importer:
         self.bytes = 0
         # one line must fit in one router message with its envelope
         self.line_limit = max(1024, gw.max_bytes - 1024)
-        self.seen: set[str] = set()
-        self.held: list[tuple[int, str, int, dict[str, Any]]] = []   # (line, source, index, link)
 
     def so_far(self, first_line: int | None = None) -> str:
         before = self.lines[0] if first_line is None and self.lines else (first_line or self.line_no + 1)
@@ -152,7 +144,6 @@ class _Importer:
             raise self._bad(f"not valid JSON ({e})") from None
         if not isinstance(item, dict):
             raise self._bad(f"expected a JSON object (one memory), got {type(item).__name__}")
-        item = self._hold_forward_links(item)
         # keep each batch well inside the router's message limit, whatever the dimension
         if self.items and self.bytes + len(raw) > self.gw.max_bytes // 2:
             await self.flush()
@@ -161,49 +152,6 @@ class _Importer:
         self.bytes += len(raw)
         if len(self.items) >= IMPORT_BATCH:
             await self.flush()
-
-    def _hold_forward_links(self, item: dict[str, Any]) -> dict[str, Any]:
-        source, links = item.get("id"), item.get("links")
-        if isinstance(source, str):
-            if isinstance(links, list):
-                now, later = [], []
-                for index, link in enumerate(links):
-                    target = link.get("target") if isinstance(link, dict) else None
-                    if isinstance(target, str) and target not in self.seen and target != source:
-                        later.append((self.line_no, source, index, link))
-                    else:
-                        now.append(link)   # known target, or malformed: the worker judges it now
-                if later:
-                    self.held.extend(later)
-                    item = {**item, "links": now}
-            self.seen.add(source)
-        return item
-
-    async def finish(self) -> None:
-        """Send the last batch, then the held-back links."""
-        await self.flush()
-        made = 0
-        for start in range(0, len(self.held), LINK_WINDOW):
-            chunk = self.held[start:start + LINK_WINDOW]
-            results = await asyncio.gather(*(self._link(start + n, source, link)
-                                             for n, (_, source, _, link) in enumerate(chunk)),
-                                           return_exceptions=True)
-            for (line, source, index, link), result in zip(chunk, results):
-                if isinstance(result, MemspaceError):
-                    raise from_code(
-                        result.code,
-                        f"line {line}: links[{index}] ({source} -> {link.get('target')!r}): {result.message}; "
-                        f"all {self.imported} memories were imported and stay imported, "
-                        f"{made} of {len(self.held)} links to later lines were made",
-                        {**result.details, "line": line, "imported": self.imported}) from None
-                if isinstance(result, BaseException):
-                    raise result
-            made += len(chunk)
-
-    async def _link(self, n: int, source: str, link: dict[str, Any]) -> Any:
-        args = {"source": source, **{k: link[k] for k in ("target", "weight", "kind") if link.get(k) is not None}}
-        rid = None if self.key is None else f"{self._stem()}:link:{n}"
-        return await self.gw.call(self.space, "link", args, request_id=rid)
 
     def _bad(self, problem: str) -> InvalidArgument:
         # the pending batch was not sent: it is part of "nothing from that line on"
@@ -235,7 +183,7 @@ class _Importer:
 
     def _line_of(self, err: MemspaceError) -> int | None:
         if len(self.lines) == 1:
-            return self.lines[0]   # a one-item batch: the engine names no index
+            return self.lines[0]   # a one-item batch: its line, whatever the error names
         field = str(err.details.get("field", "")) or err.message
         match = _ITEM_INDEX.search(field)
         if match is not None and int(match.group(1)) < len(self.lines):

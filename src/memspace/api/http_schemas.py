@@ -201,7 +201,8 @@ class DeleteReceiptOut(_Out):
 
 
 class ImportOut(_Out):
-    imported: int = Field(description="Memories imported (stored or merged).")
+    imported: int = Field(description="Memories imported: restored exactly as exported, each replacing "
+                                      "a memory with the same id.")
 
 
 class StatusOut(_Out):

@@ -2,7 +2,9 @@
 
 One event per WAL record that changes memories, identified by the record's
 sequence number, so a subscriber resumes exactly where it stopped. TOUCH
-records (recall reinforcement) are not changes and produce no event.
+records (recall reinforcement) are not changes and produce no event. A
+restore (an import) is a "remember" event whose memories have the outcome
+"restored"; its ``at`` is when the restore was made, not the memories' own times.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def change_event(seq: int, rec: records.Record) -> dict[str, Any] | None:
                 at = max(at, entry.at)
             memories.append(item)
         return {"seq": seq, "type": "remember", "at": at, "memories": memories}
+    if isinstance(rec, records.Restore):
+        return {"seq": seq, "type": "remember", "at": rec.at,
+                "memories": [{"id": e.id, "outcome": "restored", "tags": list(e.tags), "content": e.content}
+                             for e in rec.entries]}
     if isinstance(rec, records.Forget):
         return {"seq": seq, "type": "forget", "ids": list(rec.ids)}
     if isinstance(rec, records.Link):

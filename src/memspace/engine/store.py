@@ -213,7 +213,48 @@ class Engine:
                 f"{self.limits.max_memories}", {"limit": self.limits.max_memories, "count": self.count()})
         return records.Remember(tuple(entries), request_id)
 
-    def _embed(self, items: list[validate.Item]) -> None:
+    def plan_restore(self, items: Sequence[Mapping[str, Any]], now: float, request_id: str | None = None
+                     ) -> records.Restore:
+        """Plan putting memories in exactly as exported (an import; a batch is one atomic record).
+
+        Each item is validated (:func:`.validate.restore_item`; errors name ``items[i].field``,
+        also for a single item) and becomes a :class:`~.records.RestoreEntry` holding the whole
+        memory: embedding (as given; computed from the content when absent), confidence,
+        created_at (default ``now``), last_access (default created_at), access_count, tags,
+        metadata and its links as given. No dedup, no auto-links, and links may name ids the
+        space does not hold (yet). Raises InvalidArgument, or QuotaExceeded when the new ids
+        would pass ``limits.max_memories``; nothing changes on a raise.
+
+        Applying replaces a memory with the same id in full (whatever its tier; later items of
+        a batch replace earlier ones), so restoring the same memories again changes nothing.
+        Links *into* a replaced memory belong to the memories holding them and are kept.
+        """
+        now = validate.timestamp(now, "now")
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+            raise invalid("items", "must be a list of memories")
+        if not items:
+            raise invalid("items", "must contain at least one memory")
+        if len(items) > self.limits.max_batch:
+            raise invalid("items", f"has {len(items)} memories, at most {self.limits.max_batch} per batch")
+        parsed = [validate.restore_item(raw, f"items[{i}].", self.settings.dimension, self.limits)
+                  for i, raw in enumerate(items)]
+        self._embed(parsed)
+        new = len({it.id for it in parsed if it.id is not None and not self.exists(it.id)})
+        if self.limits.max_memories and new and self.count() + new > self.limits.max_memories:
+            raise QuotaExceeded(
+                f"the space holds {self.count()} memories; restoring {new} new ones would pass its quota of "
+                f"{self.limits.max_memories}", {"limit": self.limits.max_memories, "count": self.count()})
+        entries = []
+        for it in parsed:
+            assert it.id is not None and it.embedding is not None   # required / embedded above
+            created = now if it.created_at is None else it.created_at
+            entries.append(records.RestoreEntry(
+                it.id, it.content, it.embedding, it.confidence, created,
+                created if it.last_access is None else it.last_access, it.access_count, it.tags, it.metadata,
+                it.links))
+        return records.Restore(tuple(entries), now, request_id)
+
+    def _embed(self, items: Sequence[validate.Item]) -> None:
         todo = [it for it in items if it.embedding is None]
         if not todo:
             return
@@ -327,6 +368,8 @@ class Engine:
                     hot.access_count[r] += 1
                     hot.last_access[r] = rec.at
             return None
+        if isinstance(rec, records.Restore):
+            return self._apply_restore(rec.entries)
         raise TypeError(f"not a record: {type(rec).__name__}")
 
     def replay(self, logged: Iterable[Logged], *, on_result: Callable[[str, Any], None] | None = None,
@@ -386,6 +429,26 @@ class Engine:
         # promoting a neighbour does not depend on the links set before it: promote, then link
         hot.link_into(e.id, [(n, w) for n, w in e.backlinks if self._promote(n)], AUTO_LINK_KIND)
         return RememberResult(e.id, "stored", None, tuple(n for n, _ in e.backlinks))
+
+    def _apply_restore(self, entries: Sequence[records.RestoreEntry]) -> int:
+        """Put each memory in as it is given, replacing one with its id (from whichever tier).
+
+        Removing the old memory drops the links it held; the links other memories hold into it
+        stay (the link graph keeps its slot while anything links to it), so the memory put in
+        under the same id has them again. A link to an id that exists nowhere is held like any
+        other (``get`` shows it); recall follows it once a memory with that id arrives."""
+        hot = self._hot
+        for e in entries:
+            if e.id in hot.row:
+                hot.remove(e.id)
+            else:
+                tier = self._lower(e.id)
+                if tier is not None:
+                    tier.discard(e.id)
+            hot.insert(e.id, e.embedding, e.confidence, e.created_at, e.last_access, e.access_count, e.content,
+                       e.tags, e.metadata, e.links)
+        self._membership += 1
+        return len(entries)
 
     def _apply_forget(self, ids: Sequence[str]) -> int:
         forgotten = 0

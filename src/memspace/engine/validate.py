@@ -21,6 +21,11 @@ from memspace.errors import InvalidArgument
 from memspace.ids import validate_memory_id
 
 ITEM_FIELDS = ("content", "embedding", "id", "confidence", "tags", "metadata", "links")
+#: An exported memory: ``get``'s fields plus the embedding (``tier`` is accepted and ignored).
+RESTORE_FIELDS = ITEM_FIELDS + ("created_at", "last_access", "access_count", "tier")
+#: How far from 1 a restored embedding's norm may be for it to be kept as given (warm and cold
+#: tiers store float16, which moves the norm by up to about 5e-4); others are normalised.
+UNIT_TOLERANCE = 1e-3
 LINK_FIELDS = ("target", "weight", "kind")
 MAX_TAG_CHARS = 256
 MAX_KIND_CHARS = 64
@@ -97,11 +102,12 @@ def unit_vector(value: Any, dimension: int, field: str) -> Vector:
     return unit
 
 
-def tags(value: Any, field: str, limits: Limits) -> tuple[str, ...]:
-    """Non-empty strings, duplicates removed (first occurrence kept), at most ``limits.max_tags``."""
+def tags(value: Any, field: str, limits: Limits, counted: bool = True) -> tuple[str, ...]:
+    """Non-empty strings, duplicates removed (first occurrence kept), at most ``limits.max_tags``
+    (unless not ``counted``)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise invalid(field, f"must be a list of strings, got {type(value).__name__}")
-    if len(value) > limits.max_tags:
+    if counted and len(value) > limits.max_tags:
         raise invalid(field, f"has {len(value)} tags, at most {limits.max_tags} are allowed")
     for i, t in enumerate(value):
         if not isinstance(t, str) or not t or len(t) > MAX_TAG_CHARS:
@@ -141,10 +147,23 @@ def _metadata(value: Any, field: str, limits: Limits) -> dict[str, Any]:
     return dict(value)
 
 
-def _links(value: Any, field: str, limits: Limits) -> tuple[Link, ...]:
+def _content(value: Any, field: str, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(field, f"must be a string, got {type(value).__name__}")
+    size = utf8_size(value, field)
+    if size > limits.max_content_bytes:
+        raise invalid(field, f"is {size} bytes, at most {limits.max_content_bytes} are allowed",
+                      limit=limits.max_content_bytes)
+    text: str = value
+    return text
+
+
+def _links(value: Any, field: str, limits: Limits, counted: bool = True) -> tuple[Link, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise invalid(field, f"must be a list of {{target, weight, kind?}}, got {type(value).__name__}")
-    if len(value) > limits.max_links:
+    if counted and len(value) > limits.max_links:
         raise invalid(field, f"has {len(value)} links, at most {limits.max_links} are allowed")
     out: dict[str, Link] = {}
     for j, raw in enumerate(value):
@@ -173,14 +192,7 @@ def item(raw: Any, prefix: str, dimension: int, limits: Limits) -> Item:
         raise invalid(where, f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(ITEM_FIELDS)}",
                       unknown=[str(u) for u in unknown])
     get = raw.get
-    content = get("content")
-    if content is not None:
-        if not isinstance(content, str):
-            raise invalid(prefix + "content", f"must be a string, got {type(content).__name__}")
-        size = utf8_size(content, prefix + "content")
-        if size > limits.max_content_bytes:
-            raise invalid(prefix + "content", f"is {size} bytes, at most {limits.max_content_bytes} are allowed",
-                          limit=limits.max_content_bytes)
+    content = _content(get("content"), prefix + "content", limits)
     embedding = None if get("embedding") is None else unit_vector(get("embedding"), dimension, prefix + "embedding")
     if embedding is None:
         if content is None:
@@ -197,3 +209,65 @@ def item(raw: Any, prefix: str, dimension: int, limits: Limits) -> Item:
         metadata={} if get("metadata") is None else _metadata(get("metadata"), prefix + "metadata", limits),
         links=() if get("links") is None else _links(get("links"), prefix + "links", limits),
     )
+
+
+@dataclass(slots=True)
+class RestoreItem(Item):
+    """One validated exported memory (:func:`restore_item`); ``created_at`` None means "now"."""
+
+    created_at: float | None
+    last_access: float | None
+    access_count: int
+
+
+def embedding_as_given(value: Any, dimension: int, field: str) -> Vector:
+    """``value`` as float32, unchanged when its norm is within :data:`UNIT_TOLERANCE` of 1 (an
+    exported embedding always is), else normalised as :func:`unit_vector` does."""
+    unit = unit_vector(value, dimension, field)   # checks the shape, finiteness, the zero vector
+    given: Vector = np.asarray(value, dtype=np.float32)
+    if abs(float(np.linalg.norm(given.astype(np.float64))) - 1.0) <= UNIT_TOLERANCE:
+        return given
+    return unit
+
+
+def restore_item(raw: Any, prefix: str, dimension: int, limits: Limits) -> RestoreItem:
+    """Validate one exported memory for a restore (everything except what exists already).
+
+    ``id`` is required; ``embedding`` too unless there is ``content`` to embed. The
+    numbers default as for a new memory (confidence 1, created now, last access at
+    creation, no accesses). Tags and links are not counted against ``limits``: a
+    memory can gather more of them than one request may give (merges add tags,
+    auto-links from later memories add links), and an export holds them all. A
+    link to the memory itself is refused, as everywhere.
+    """
+    where = prefix.rstrip(".") or "item"
+    if not isinstance(raw, Mapping):
+        raise invalid(where, f"must be an object, got {type(raw).__name__}")
+    unknown = sorted(k for k in raw if k not in RESTORE_FIELDS)
+    if unknown:
+        raise invalid(where, f"unknown field(s) {', '.join(map(repr, unknown))}; expected "
+                             f"{', '.join(RESTORE_FIELDS)}", unknown=[str(u) for u in unknown])
+    get = raw.get
+    if get("id") is None:
+        raise invalid(prefix + "id", "is required: a restore keeps every memory's id")
+    mid = memory_id(get("id"), prefix + "id")
+    content = _content(get("content"), prefix + "content", limits)
+    embedding = None
+    if get("embedding") is not None:
+        embedding = embedding_as_given(get("embedding"), dimension, prefix + "embedding")
+    elif content is None or not content.strip():
+        raise invalid(prefix + "embedding", "is required when there is no content to embed")
+    links = () if get("links") is None else _links(get("links"), prefix + "links", limits, counted=False)
+    for j, link in enumerate(links):
+        if link.target == mid:
+            raise invalid(f"{prefix}links[{j}].target", "a memory cannot link to itself")
+    return RestoreItem(
+        prefix=prefix, id=mid, content=content, embedding=embedding,
+        confidence=1.0 if get("confidence") is None else number(get("confidence"), prefix + "confidence", 0.0, 1.0),
+        tags=() if get("tags") is None else tags(get("tags"), prefix + "tags", limits, counted=False),
+        metadata={} if get("metadata") is None else _metadata(get("metadata"), prefix + "metadata", limits),
+        links=links,
+        created_at=None if get("created_at") is None else timestamp(get("created_at"), prefix + "created_at"),
+        last_access=None if get("last_access") is None else timestamp(get("last_access"), prefix + "last_access"),
+        access_count=0 if get("access_count") is None else integer(get("access_count"), prefix + "access_count",
+                                                                   0, 2**63 - 1))

@@ -8,9 +8,9 @@ silent drop). Request bodies are never decoded here.
 
 Per space the router keeps a :class:`Route`:
 
-``queue``     requests waiting for the worker to become ready (bounded: more are
-              answered OVERLOADED); they expire with SPACE_UNAVAILABLE after
-              ``start_timeout_s`` or DEADLINE_EXCEEDED at their own deadline.
+``queue``     requests waiting for the worker to become ready; they expire with
+              SPACE_UNAVAILABLE after ``start_timeout_s`` or DEADLINE_EXCEEDED at
+              their own deadline.
 ``inflight``  requests sent to the worker, by ticket, until the reply comes back
               or their deadline passes (DEADLINE_EXCEEDED; a late reply is dropped).
 ``suspects``  after a worker crash, the requests that were in flight. They are
@@ -18,6 +18,12 @@ Per space the router keeps a :class:`Route`:
               the request that kills a worker is isolated: a request in flight at
               two consecutive crashes is answered POISON_REQUEST and dropped.
               Re-sending is safe because writes are idempotent by request id.
+
+Bounds: a space holds at most ``queue_limit`` real requests that are not answered yet
+(queued, in flight or suspect); more are answered OVERLOADED at once. Passive requests
+have a bound of their own (``passive_limit``) and never take room from real ones: open
+change feeds, however many, cannot make a write OVERLOADED; a poll over its bound is
+answered OVERLOADED (the feed backs off and polls again).
 
 A *passive* request (meta ``passive``: a change feed's long poll) is routed like any
 other but is not activity: it does not move ``last_activity``, :meth:`busy` ignores
@@ -89,6 +95,9 @@ class Route:
     probing: bytes | None = None          # ticket of the suspect being re-sent alone
     last_activity: float = 0.0
     last_sent: float = 0.0                 # last message to the worker (a heartbeat is implied)
+    # requests admitted and not answered yet, wherever they wait (the bounds of submit())
+    real: int = 0
+    passive: int = 0
 
 
 class Router:
@@ -96,12 +105,14 @@ class Router:
                  clock: Callable[[], float], default_space: str, require_explicit_space: bool,
                  queue_limit: int, request_timeout_s: float, start_timeout_s: float,
                  max_bytes: int, on_fallback: Callable[[bytes], None] | None = None,
-                 local_frontend: str | None = None, authorizer: Any = None) -> None:
+                 local_frontend: str | None = None, authorizer: Any = None,
+                 passive_limit: int | None = None) -> None:
         self.supervisor = supervisor
         self.clock = clock
         self.default_space = default_space
         self.require_explicit_space = require_explicit_space
         self.queue_limit = queue_limit
+        self.passive_limit = queue_limit if passive_limit is None else passive_limit
         self.request_timeout_s = request_timeout_s
         self.start_timeout_s = start_timeout_s
         self.max_bytes = max_bytes
@@ -202,24 +213,47 @@ class Router:
         if fifo is None:
             fifo = self._by_timeout[timeout] = deque()
         fifo.append(pending)
-        if not passive:
+        # counted from here until answered (_settle); separate counts, so passive polls parked in
+        # the worker never take room from real requests
+        if passive:
+            route.passive += 1
+            over = route.passive > self.passive_limit
+        else:
             route.last_activity = now
-        if route.ready and not route.suspects:
-            if len(route.inflight) >= self.queue_limit:
-                self._overloaded(pending, "in flight")
-                return
+            route.real += 1
+            over = route.real > self.queue_limit
+        if over:
+            self._overloaded(pending)
+        elif route.ready and not route.suspects:
             self._send(route, pending)
         else:
-            if len(route.queue) >= self.queue_limit:
-                self._overloaded(pending, "queued while the space starts")
-                return
             route.queue.append(pending)
             self._unsent.append(pending)
 
-    def _overloaded(self, pending: Pending, where: str) -> None:
-        err = Overloaded(f"space {pending.req.space}: more than {self.queue_limit} requests {where}",
-                         {"retry_after_s": 1, "space": pending.req.space})
+    def _overloaded(self, pending: Pending) -> None:
+        space = pending.req.space
+        if pending.passive:
+            # a feed's poll: the feed waits retry_after_s and polls again; no real request is refused
+            err = Overloaded(f"space {space}: more than {self.passive_limit} change-feed polls open "
+                             "(router_passive_per_space); retry later",
+                             {"retry_after_s": 5, "space": space, "passive": True})
+        else:
+            err = Overloaded(f"space {space}: more than {self.queue_limit} requests waiting or in flight "
+                             "(router_queue_per_space)", {"retry_after_s": 1, "space": space})
         self._answer_error(pending, err)
+
+    def _settle(self, pending: Pending) -> bool:
+        """Mark ``pending`` answered, freeing its room in its space's bound; False if it was already."""
+        if pending.done:
+            return False
+        pending.done = True
+        route = self.routes.get(pending.req.space)
+        if route is not None:
+            if pending.passive:
+                route.passive -= 1
+            else:
+                route.real -= 1
+        return True
 
     def _send(self, route: Route, pending: Pending) -> bool:
         self._tickets += 1
@@ -245,7 +279,7 @@ class Router:
             log.debug("reply to vanished client dropped: %s", e)
 
     def _answer_error(self, pending: Pending, err: MemspaceError) -> None:
-        pending.done = True
+        self._settle(pending)
         self.reply(pending.client, wire.encode_error(pending.req.request_id, err.code, err.message, err.details))
         self.metrics.observe(pending.req.space, pending.req.op, err.code, self.clock() - pending.queued_at)
 
@@ -280,8 +314,7 @@ class Router:
         now = self.clock()
         if not pending.passive:
             route.last_activity = now
-        if not pending.done:
-            pending.done = True
+        if self._settle(pending):
             self.reply(pending.client, wire.to_client(reply))
             self.metrics.observe(space, pending.req.op, reply.status.decode("ascii", "replace"),
                                  now - pending.queued_at)
@@ -353,7 +386,7 @@ class Router:
                 continue
             if pending.passive:
                 # an answer about the space, not a failed request: kept out of the error metrics
-                pending.done = True
+                self._settle(pending)
                 self.reply(pending.client, wire.encode_error(pending.req.request_id, err.code, err.message,
                                                              err.details))
             else:

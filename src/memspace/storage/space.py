@@ -231,6 +231,18 @@ class Space:
             request_id, list,
         ))
 
+    def restore(self, items: Sequence[Mapping[str, Any]], *, request_id: str | None = None) -> int:
+        """Put memories in exactly as exported (``get``'s fields plus the embedding): ids, times,
+        access counts, tags, metadata and links as given, no dedup, no auto-links; a memory
+        with the same id is replaced in full. One record: all or none, one fsync. Returns how
+        many memories were restored. See :meth:`Engine.plan_restore`."""
+        if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+            raise InvalidArgument("items must be a list of memory objects", {"field": "items"})
+        return int(self._write(
+            lambda: self._engine.plan_restore(list(items), self._clock.time(), request_id),
+            request_id, int,
+        ))
+
     def forget(self, id: str | None = None, *, ids: Sequence[str] | None = None,
                tags: Sequence[str] | None = None, before: float | None = None,
                request_id: str | None = None) -> int:

@@ -91,6 +91,7 @@ class Arbiter:
             default_space=self.cfg["default_space"],
             require_explicit_space=self.cfg["require_explicit_space"],
             queue_limit=self.cfg["router_queue_per_space"],
+            passive_limit=self.cfg["router_passive_per_space"],
             request_timeout_s=self.cfg["request_timeout_s"],
             start_timeout_s=self.cfg["start_timeout_s"],
             max_bytes=self.cfg["limits.max_request_bytes"],

@@ -98,16 +98,9 @@ def export(space: Space, args: Mapping[str, Any], request_id: str) -> Any:
 
 
 def import_(space: Space, args: Mapping[str, Any], request_id: str) -> Any:
-    """Memories as exported (with ids, embeddings, links); one batch record."""
+    """Memories as exported, restored exactly (``Space.restore``): one record, all or none."""
     _check("import", args, frozenset({"items"}), frozenset({"items"}))
-    items = []
-    for i, m in enumerate(args["items"]):
-        if not isinstance(m, Mapping):
-            raise InvalidArgument(f"import: item {i} is not an object", {"index": i})
-        items.append({k: m[k] for k in ("id", "content", "embedding", "confidence", "tags", "metadata", "links")
-                      if m.get(k) is not None})
-    results = space.remember_batch(items, request_id=request_id)
-    return {"imported": len(results), "results": [r.to_dict() for r in results]}
+    return {"imported": space.restore(args["items"], request_id=request_id)}
 
 
 OPS: dict[str, Handler] = {
