@@ -98,3 +98,21 @@ def test_graceful_shutdown_leaves_no_process_behind(make_server):
     assert len(tree) >= 6                          # serve, fork server, 4 workers
     assert server.stop() == 0                      # raises if anything survived
     assert not server.survivors(timeout=1)
+
+
+def test_change_feed_keeps_its_events_across_hibernation(shared_server):
+    """A subscriber that missed a wake-and-sleep still gets those events: the new worker
+    refills its feed from the WAL records the checkpoint kept, without a gap."""
+    client = shared_server.client()
+    client.create_space("feedkeep", dimension=32)
+    space = client.space("feedkeep")
+    first = [space.remember(content=f"before sleep {i}").id for i in range(3)]
+    assert client.hibernate("feedkeep")["state"] == "HIBERNATED"
+    later = space.remember(content="after waking").id
+    assert client.hibernate("feedkeep")["state"] == "HIBERNATED"
+    space.count()   # wake it once more: a third worker
+    reply = client.call("feedkeep", "events", {"after": 0, "limit": 100})
+    assert reply["gap"] is False
+    ids = [m["id"] for e in reply["events"] if e["type"] == "remember" for m in e["memories"]]
+    assert ids == [*first, later]
+    assert [e["seq"] for e in reply["events"]] == sorted(e["seq"] for e in reply["events"])

@@ -73,3 +73,24 @@ def test_record_tail_limits_the_hook_during_recovery_only(tmp_path: Path) -> Non
     with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(), record_tail=0,
                              on_record=lambda seq, rec: seen.append(seq)):
         assert seen == [5, 6, 7]
+
+
+def test_record_tail_reaches_back_before_the_snapshot_as_far_as_the_wal_goes(tmp_path: Path) -> None:
+    v = vectors(8)
+    with memspace.open_space(tmp_path / "s", dimension=16, fsync="never", clock=FakeClock()) as space:
+        for x in v[:5]:
+            space.remember(embedding=x)
+        space.checkpoint()
+        for x in v[5:7]:
+            space.remember(embedding=x)
+    for tail, expect, after in ((100, [1, 2, 3, 4, 5, 6, 7], 0), (3, [5, 6, 7], 4)):
+        seen: list[int] = []
+        with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(), record_tail=tail,
+                                 on_record=lambda seq, rec: seen.append(seq)) as space:
+            assert seen == expect
+            assert space.hooked_after == after and space.checkpoint_lsn == 5
+            assert space.count() == 7 and space.stats().recovered_records == 2   # nothing applied twice
+    seen = []
+    with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(),
+                             on_record=lambda seq, rec: seen.append(seq)) as space:
+        assert seen == [6, 7] and space.hooked_after == 5

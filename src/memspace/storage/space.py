@@ -186,8 +186,11 @@ class Space:
             start_seq=self._checkpoint_lsn,
         )
         # Wal.open has just CRC-checked every record: replay reads them in place, unchecked
-        tail = self._record_tail
-        count = self._engine.replay(self._wal.payloads(after_seq=self._checkpoint_lsn),
+        tail, lsn = self._record_tail, self._checkpoint_lsn
+        self._hooked_after = lsn
+        if self._on_record is not None and tail is not None:
+            self._hook_before_snapshot(tail)
+        count = self._engine.replay(self._wal.payloads(after_seq=lsn),
                                     on_result=self._cache_result, on_record=self._on_record,
                                     record_after=0 if tail is None else self._wal.last_seq - tail,
                                     expected=self._new_rows_at_most(), allocate=fsutil.populated_zeros)
@@ -196,6 +199,21 @@ class Space:
         if count or snap is not None:
             log.info("space %s recovered: snapshot lsn %d + %d WAL records in %.3f s",
                      self.path, self._checkpoint_lsn, count, self._recovery_s)
+
+    def _hook_before_snapshot(self, tail: int) -> None:
+        """``on_record`` for the last ``tail`` records that the snapshot holds already but the
+        WAL still has (checkpoints keep segments back to the older of the two snapshots): a
+        change feed keeps its events across a checkpoint, a hibernation say. Not applied again."""
+        assert self._on_record is not None
+        lsn = self._checkpoint_lsn
+        start = max(self._wal.first_seq - 1, self._wal.last_seq - tail, 0)
+        if start >= lsn:
+            return
+        self._hooked_after = start
+        for seq, type_, payload in self._wal.payloads(after_seq=start):
+            if seq > lsn:
+                break
+            self._on_record(seq, records.decode(type_, payload))
 
     def _new_rows_at_most(self) -> int:
         """The most memories the WAL after the snapshot can add: each carries its embedding."""
@@ -494,6 +512,12 @@ class Space:
         return self._checkpoint_lsn
 
     @property
+    def hooked_after(self) -> int:
+        """``on_record`` saw every record after this seq (those replayed at open, and with
+        ``record_tail`` the ones before the snapshot the WAL still has)."""
+        return self._hooked_after
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -573,7 +597,9 @@ def open_space(
     ``fsync`` overrides ``wal.fsync``. ``on_record(seq, record)`` is called for every
     record applied, during recovery and after (the worker's change feed); during recovery
     only for the last ``record_tail`` records when that is given (a feed that keeps the
-    last N events needs no more, and decoding every record for it is most of a replay).
+    last N events needs no more, and decoding every record for it is most of a replay),
+    and then also for those of them the snapshot holds already, as far as the WAL still
+    has them (``Space.hooked_after`` says from where on).
     """
     cfg = config if config is not None else config_mod.load()
     if fsync is not None:

@@ -262,6 +262,14 @@ class Wal:
         """Bytes of the WAL: segment files on disk plus appended bytes not yet written."""
         return self._pos - self._dropped
 
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest record on disk (``last_seq + 1`` when there is none)."""
+        for seg in self._segments:
+            if seg.records:
+                return seg.first_seq
+        return self._last_seq + 1
+
     def bytes_since(self, seq: int) -> int:
         """WAL bytes holding records after ``seq`` (all bytes when ``seq`` predates the segments)."""
         if seq >= self._last_seq:

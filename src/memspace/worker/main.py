@@ -160,8 +160,8 @@ class Worker:
             try:
                 self.space = open_space(spec.directory, settings=spec.settings, config=cfg, space_id=spec.space_id,
                                         on_record=self.feed.record, record_tail=self.feed.keep)
-                # events before the snapshot are no longer available to subscribers
-                self.feed.covered_after = max(self.feed.covered_after, self.space.checkpoint_lsn)
+                # events before these are no longer available to subscribers
+                self.feed.covered_after = max(self.feed.covered_after, self.space.hooked_after)
                 self.feed.last_seq = max(self.feed.last_seq, self.space.last_seq)
             except (StorageError, MemspaceError) as e:
                 log.error("cannot open space %s: %s", spec.space_id, e.message)
