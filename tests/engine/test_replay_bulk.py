@@ -47,7 +47,7 @@ def one_by_one(e: Engine, log: list[Logged]) -> tuple[list[tuple[str, Any]], lis
 def bulk(e: Engine, log: list[Logged]) -> tuple[list[tuple[str, Any]], list[tuple[int, Any]]]:
     results: list[tuple[str, Any]] = []
     seen: list[tuple[int, Any]] = []
-    assert e.replay(log, on_result=lambda rid, r: results.append((rid, r)),
+    assert e.replay(log, on_result=lambda rid, r: results.append((rid, replay.results_of(r))),
                     on_record=lambda seq, r: seen.append((seq, r))) == len(log)
     return results, seen
 
@@ -384,7 +384,8 @@ def test_on_record_only_after_record_after_and_results_for_all() -> None:
     results: list[tuple[str, Any]] = []
     seen: list[int] = []
     e = make_engine(link_threshold=0.5, dedup_threshold=0.99)
-    e.replay(log, on_result=lambda rid, r: results.append((rid, r)), on_record=lambda seq, r: seen.append(seq),
+    e.replay(log, on_result=lambda rid, r: results.append((rid, replay.results_of(r))),
+             on_record=lambda seq, r: seen.append(seq),
              record_after=4)
     assert seen == [5, 6, 7]
     assert results == one_by_one(make_engine(link_threshold=0.5, dedup_threshold=0.99), log)[0]

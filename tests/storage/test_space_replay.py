@@ -94,3 +94,20 @@ def test_record_tail_reaches_back_before_the_snapshot_as_far_as_the_wal_goes(tmp
     with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock(),
                              on_record=lambda seq, rec: seen.append(seq)) as space:
         assert seen == [6, 7] and space.hooked_after == 5
+
+
+def test_replayed_results_survive_a_checkpoint_for_retries(tmp_path: Path) -> None:
+    """Results of replayed stores are kept compactly until asked for; a snapshot written
+    before any retry holds them in full."""
+    v = vectors(6)
+    settings = {"link_threshold": 0.6, "dedup_threshold": 0.99}
+    with memspace.open_space(tmp_path / "s", dimension=16, settings=settings, fsync="never",
+                             clock=FakeClock()) as space:
+        first = [space.remember(embedding=x, request_id=f"r{i}") for i, x in enumerate(v)]
+    assert any(r.links for r in first)
+    with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock()) as space:
+        space.checkpoint()
+    with memspace.open_space(tmp_path / "s", fsync="never", clock=FakeClock()) as space:
+        assert [space.remember(embedding=v[0], content="retried", request_id=f"r{i}")
+                for i in range(6)] == first
+        assert space.count() == 6

@@ -110,12 +110,29 @@ class Hooks:
             self.on_result(rec.request_id, result)
 
     def stored(self, seq: int, payload: bytes | memoryview, request_id: str | None,
-               results: list[RememberResult] | None) -> None:
+               results: Stored | None) -> None:
         """The hooks for a STORE record applied in bulk (decoded only if ``on_record`` wants it)."""
         if self.on_record is not None and seq > self.record_after:
             self.on_record(seq, records.decode(records.RecordType.STORE, payload))
         if request_id is not None and self.on_result is not None:
             self.on_result(request_id, results)
+
+
+class Stored(tuple[list[str], list[tuple[str, ...]]]):
+    """What ``apply`` returns for a STORE record applied in bulk, kept as ``(ids, auto-links
+    per id)`` until :meth:`results` builds it (a list of "stored" :class:`RememberResult`):
+    a replayed request's result mostly waits in a cache for a retry that never comes."""
+
+    __slots__ = ()
+
+    def results(self) -> list[RememberResult]:
+        ids, links = self
+        return [RememberResult(memory_id, "stored", None, auto) for memory_id, auto in zip(ids, links)]
+
+
+def results_of(result: Any) -> Any:
+    """``result`` as ``apply`` returns it (a :class:`Stored` built)."""
+    return result.results() if isinstance(result, Stored) else result
 
 
 def _elsewhere(lower: Sequence[TierStore]) -> Callable[[str], bool]:
@@ -252,14 +269,16 @@ class StoreRun:
             return
         hooks = self._hooks
         if hooks.on_record is not None or hooks.on_result is not None:
-            entry_at = np.cumsum(b.entries).tolist()
+            entry_at = [0, *np.cumsum(b.entries).tolist()]
             back_at = [0, *np.cumsum(b.back_counts).tolist()]
+            ids, neighbours = b.ids, b.neighbours
             for i in range(k):
                 rid = b.request_ids[i]
                 results = None
                 if rid is not None and hooks.on_result is not None:
-                    results = [RememberResult(b.ids[e], "stored", None, tuple(b.neighbours[back_at[e]:back_at[e + 1]]))
-                               for e in range(entry_at[i - 1] if i else 0, entry_at[i])]
+                    e0, e1 = entry_at[i], entry_at[i + 1]
+                    results = tuple.__new__(Stored, (ids[e0:e1], [tuple(neighbours[back_at[e]:back_at[e + 1]])
+                                                                   for e in range(e0, e1)]))
                 try:
                     hooks.stored(pending[i][0], pending[i][1], rid, results)
                 except BaseException:

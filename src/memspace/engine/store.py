@@ -381,7 +381,9 @@ class Engine:
 
         Per record, in order: ``on_record(seq, record)`` with the decoded record (decoded only
         for this hook; only for seq > ``record_after``), then ``on_result(request_id, result)``
-        if it carries a request id, ``result`` being what ``apply`` returns. The hooks may see a
+        if it carries a request id, ``result`` being what ``apply`` returns (for a STORE record
+        applied in bulk, a :class:`~memspace.engine.replay.Stored` that builds it on request:
+        ``replay.results_of(result)``). The hooks may see a
         record before the hot tier shows it. A payload that cannot be decoded raises
         ``RecordFormatError``, and an exception from a hook propagates, with every record up to
         it applied and none after. ``expected``: at most how many new memories the records

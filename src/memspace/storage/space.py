@@ -40,6 +40,7 @@ from memspace.clock import SYSTEM_CLOCK, Clock
 from memspace.engine import records
 from memspace.engine.embedder import get_embedder
 from memspace.engine.model import Hit, Limits, Link, Memory, Page, RememberResult, SpaceSettings
+from memspace.engine.replay import results_of
 from memspace.engine.store import Engine
 from memspace.errors import InvalidArgument, SpaceUnavailable, StorageError
 from memspace.ids import new_memory_id
@@ -294,7 +295,7 @@ class Space:
                 raise InvalidArgument("request_id must be a string of 1-200 characters",
                                       {"field": "request_id"})
             if request_id in self._requests:
-                first = self._requests[request_id]
+                first = self._requests[request_id] = results_of(self._requests[request_id])
                 if not isinstance(first, result_type):
                     raise InvalidArgument(f"request_id {request_id!r} was already used for a different "
                                           "kind of write", {"field": "request_id"})
@@ -539,6 +540,7 @@ class Space:
 # -- results in snapshots (idempotent retries across restarts) ---------------------------------
 
 def _encode_result(result: Any) -> Any:
+    result = results_of(result)
     if isinstance(result, list):
         return {"t": "remember", "v": [r.to_dict() for r in result]}
     if isinstance(result, Link):
