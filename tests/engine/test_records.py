@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from memspace.engine import records
+from memspace.engine import records, storelayout
 from memspace.engine.model import Link
 from memspace.engine.records import (
     Forget,
@@ -226,9 +226,9 @@ store_only = st.builds(Remember, st.lists(store, min_size=1, max_size=4).map(tup
 @given(st.lists(store_only, min_size=1, max_size=6))
 def test_decode_stores_reads_what_store_columns_reads(recs: list[Remember]) -> None:
     payloads = [encode(r)[1] for r in recs]
-    batch = records.decode_stores([memoryview(p) for p in payloads], DIM)
+    batch = storelayout.decode_stores([memoryview(p) for p in payloads], DIM)
     assert batch is not None and len(batch) == len(recs)
-    cols = [records.store_columns(p) for p in payloads]
+    cols = [storelayout.store_columns(p) for p in payloads]
     assert batch.request_ids == [c.request_id for c in cols]
     assert batch.entries.tolist() == [len(c.ids) for c in cols]
     assert batch.ids == [i for c in cols for i in c.ids]
@@ -249,7 +249,7 @@ def test_decode_stores_reads_what_store_columns_reads(recs: list[Remember]) -> N
     if len(recs) == 1:
         return
     part = batch.part(1, len(recs))
-    rest = records.decode_stores(payloads[1:], DIM)
+    rest = storelayout.decode_stores(payloads[1:], DIM)
     assert rest is not None
     for name in ("request_ids", "ids", "content", "tags", "metadata", "rows", "targets", "neighbours"):
         assert getattr(part, name) == getattr(rest, name)
@@ -261,8 +261,8 @@ def test_decode_stores_reads_what_store_columns_reads(recs: list[Remember]) -> N
 def test_decode_stores_refuses_a_run_with_a_payload_store_columns_refuses(bad: int) -> None:
     good = _store(_entry())
     payload, _ = _store_errors()[bad]
-    assert records.decode_stores([good, good], DIM) is not None
-    assert records.decode_stores([good, payload, good], DIM) is None
+    assert storelayout.decode_stores([good, good], DIM) is not None
+    assert storelayout.decode_stores([good, payload, good], DIM) is None
 
 
 def test_decode_stores_checks_each_records_words_not_only_the_total() -> None:
@@ -272,8 +272,8 @@ def test_decode_stores_checks_each_records_words_not_only_the_total() -> None:
     for p in (fewer, more):
         with pytest.raises(RecordFormatError):
             decode(RecordType.STORE, p)
-    assert records.decode_stores([fewer, more], DIM) is None
+    assert storelayout.decode_stores([fewer, more], DIM) is None
 
 
 def test_decode_stores_refuses_another_dimension() -> None:
-    assert records.decode_stores([_store(_entry())], DIM + 1) is None
+    assert storelayout.decode_stores([_store(_entry())], DIM + 1) is None

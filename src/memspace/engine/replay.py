@@ -9,7 +9,7 @@ and again. Here consecutive STORE records are gathered into a run
 (:class:`StoreRun`, up to :data:`RUN_LIMIT` records) and applied together, with
 the collector paused:
 
-* the run's payloads are read together (:func:`~memspace.engine.records.decode_stores`:
+* the run's payloads are read together (:func:`~memspace.engine.storelayout.decode_stores`:
   binary numbers and lengths as arrays, the ids as one ASCII text, one orjson
   call for the client values), with no record objects;
 * every link end is resolved at once, to an entry of the run or a hot row;
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from memspace.engine import records
+from memspace.engine import records, storelayout
 from memspace.engine.hot import HotTier
 from memspace.engine.model import AUTO_LINK_KIND, RememberResult
 from memspace.engine.pool import Ints
@@ -198,7 +198,7 @@ class StoreRun:
         pending, self._pending = self._pending, []
         retries = MAX_RETRIES
         while pending:
-            batch = records.decode_stores([p for _, p in pending], self._dim) if retries else None
+            batch = storelayout.decode_stores([p for _, p in pending], self._dim) if retries else None
             if batch is None:   # one at a time: decode finds (and raises) what does not fit
                 for seq, payload in pending:
                     self._general(seq, payload)
@@ -215,7 +215,7 @@ class StoreRun:
         rec = records.decode(records.RecordType.STORE, payload)
         self._hooks(seq, rec, self._apply(rec))
 
-    def _resolve(self, b: records.StoreBatch) -> Resolved:
+    def _resolve(self, b: storelayout.StoreBatch) -> Resolved:
         """Where each link of the batch goes, and the first record that does not fit."""
         graph, hot = self._graph, self._hot
         ids, m = b.ids, len(b.ids)
@@ -326,7 +326,7 @@ class Resolved:
     (``trow``); per backlink, the same for its neighbour; and the first record (index) that
     the bulk path must leave to ``apply``, None if there is none."""
 
-    batch: records.StoreBatch
+    batch: storelayout.StoreBatch
     first_bad: int | None
     tpos: Ints
     trow: Ints
