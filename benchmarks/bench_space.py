@@ -480,7 +480,7 @@ def run(root: Path, sizes: dict[str, int], args: argparse.Namespace) -> dict[str
     base_snap = None
     if args.compare_src:  # the baseline reopens a snapshot it wrote itself: the formats may differ
         base_snap = root / "snapshotted-baseline"
-        shutil.copytree(wal_dir, base_snap)
+        shutil.copytree(base_dir or wal_dir, base_snap, ignore=shutil.ignore_patterns("records.pickle"))
         details["baseline_checkpoint"] = run_child([__file__, "--child", "checkpoint", str(base_snap)],
                                                    pythonpath=args.compare_src)
     snap = details["snapshot"] = reopen_runs("open", snap_dir, sizes["reps"], args.compare_src, base_snap)
