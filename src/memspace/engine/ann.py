@@ -14,6 +14,7 @@ exactly; when the hot tier shrinks below the threshold the index is dropped.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -90,3 +91,22 @@ class AnnIndex:
         except RuntimeError:  # too few reachable live elements (many deletions): use the exact scan
             return None
         return np.fromiter((hot.row[self._id[int(x)]] for x in labels[0]), dtype=np.intp, count=k)
+
+
+def catch_up(index: AnnIndex | None, hot: HotTier, max_items: int | None) -> tuple[AnnIndex, int]:
+    """Fold up to ``max_items`` (None: all) of ``hot``'s pending changes into ``index``; returns
+    the index and how many changes are still pending. With no index yet, or a hot tier that
+    records no changes, a new index is built: every hot memory is then pending."""
+    if index is None or hot.changed is None:
+        index = AnnIndex(hot.dimension, capacity=2 * len(hot))
+        hot.changed = dict.fromkeys(hot.ids)
+    changed = hot.changed
+    if max_items is None or max_items >= len(changed):
+        batch = list(changed)
+        changed.clear()
+    else:
+        batch = list(islice(changed, max_items))
+        for memory_id in batch:
+            del changed[memory_id]
+    index.sync(hot, batch)
+    return index, len(changed)

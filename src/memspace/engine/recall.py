@@ -18,17 +18,19 @@ the candidates only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from memspace.engine import decay
+from memspace.engine import decay, validate
 from memspace.engine.hot import HotTier
-from memspace.engine.model import TIERS, Hit, Memory, SpaceSettings, Vector
-from memspace.engine.spreading import Activation, spread
+from memspace.engine.model import MODES, TIERS, Hit, Limits, Memory, SpaceSettings, Vector
+from memspace.engine.spreading import MAX_DEPTH, Activation, spread
 from memspace.engine.tiers import TierStore
+from memspace.engine.validate import invalid
 
 Bools = npt.NDArray[np.bool_]
 #: ``(query, k) -> candidate hot rows`` or None (scan exactly); see :mod:`.ann`.
@@ -59,6 +61,39 @@ class Query:
         return ((self.since is None or m.created_at >= self.since)
                 and (self.until is None or m.created_at <= self.until)
                 and all(t in m.tags for t in self.tags))
+
+
+def make_query(embed_text: Callable[[str], Vector], dimension: int, limits: Limits, *, query: str | None,
+               embedding: Any, k: int, threshold: float, mode: str, max_depth: int,
+               tags: Sequence[str] | None, since: float | None, until: float | None,
+               tiers: Sequence[str] | None, now: float) -> Query:
+    """A validated :class:`Query` (arguments as ``Engine.recall`` takes them); InvalidArgument
+    naming the first bad field. The cue is ``embedding`` and/or ``embed_text(query)`` (both:
+    their normalised sum); ``embed_text`` is called only for a query text."""
+    if query is None and embedding is None:
+        raise invalid("query", "recall needs a query text or an embedding")
+    vector = None if embedding is None else validate.unit_vector(embedding, dimension, "embedding")
+    if query is not None:
+        if not isinstance(query, str) or not query.strip():
+            raise invalid("query", "must be a non-empty string")
+        text_vec = embed_text(query)
+        vector = text_vec if vector is None else validate.unit_vector(vector + text_vec, dimension, "embedding")
+    assert vector is not None
+    if mode not in MODES:
+        raise invalid("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if tiers is not None:
+        if isinstance(tiers, str) or not tiers or any(t not in TIERS for t in tiers):
+            raise invalid("tiers", f"must be a non-empty list drawn from {', '.join(TIERS)}, got {tiers!r}")
+        tiers = tuple(tiers)
+    return Query(
+        vector=vector, k=validate.integer(k, "k", 1, limits.max_k),
+        threshold=validate.number(threshold, "threshold", -1.0, 1.0), mode=mode,
+        max_depth=validate.integer(max_depth, "max_depth", 0, MAX_DEPTH),
+        tags=() if tags is None else validate.tags(tags, "tags", limits),
+        since=None if since is None else validate.timestamp(since, "since"),
+        until=None if until is None else validate.timestamp(until, "until"),
+        tiers=tiers, now=validate.timestamp(now, "now"),
+    )
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Planning a remember batch: dedup, updates, new ids and auto-links, decided without mutating.
+"""Planning (and applying) a remember batch: dedup, updates, new ids and auto-links.
 
 For each item, in order:
 
@@ -17,18 +17,32 @@ For each item, in order:
 
 The hot-tier similarities for the whole batch come from one chunked matrix
 product; only the few best rows per item are looked at afterwards.
+
+:func:`parse_items` validates a request before planning; :func:`apply_entry`
+applies one planned entry (the engine's ``apply`` for a Remember record). A
+merge into a memory that is gone by then is skipped, and an update of one
+stores it again (the entry holds the whole memory).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from memspace.engine import validate
 from memspace.engine.hot import HotTier
-from memspace.engine.model import AUTO_LINK_KIND, Link, SpaceSettings, Vector
+from memspace.engine.model import (
+    AUTO_LINK_KIND,
+    Limits,
+    Link,
+    RememberResult,
+    SpaceSettings,
+    Vector,
+)
 from memspace.engine.records import Entry, MergeEntry, StoreEntry, UpdateEntry
 from memspace.engine.validate import Item, invalid
 from memspace.errors import Internal, MemoryNotFound
@@ -159,3 +173,56 @@ def plan_entries(
         pending[memory_id] = _Pending(it.confidence, it.tags)
         remember_vector(memory_id, vec)
     return entries
+
+
+def parse_items(items: Sequence[Mapping[str, Any]], dimension: int, limits: Limits) -> list[Item]:
+    """The validated items of one request, in order; InvalidArgument naming the first bad
+    field (``items[i].field`` in a batch, ``field`` for a single item)."""
+    if isinstance(items, Mapping) or not isinstance(items, Sequence):
+        raise invalid("items", "must be a list of items")
+    if not items:
+        raise invalid("items", "must contain at least one item")
+    if len(items) > limits.max_batch:
+        raise invalid("items", f"has {len(items)} items, at most {limits.max_batch} per batch")
+    batch = len(items) > 1
+    return [validate.item(raw, f"items[{i}]." if batch else "", dimension, limits) for i, raw in enumerate(items)]
+
+
+def apply_entry(hot: HotTier, e: Entry, promote: Callable[[str], bool], exists: Callable[[str], bool]
+                ) -> tuple[RememberResult, bool]:
+    """Apply one planned entry to ``hot``: its result, and whether the entry itself put a new
+    id in the hot tier (a store, or an update of a memory that is gone: stored again).
+
+    ``promote(id)`` moves a warm or cold memory to hot first (False if it exists nowhere);
+    ``exists(id)`` answers for every tier. A merge into a memory that is gone is skipped."""
+    if isinstance(e, MergeEntry):
+        if promote(e.id):
+            r = hot.row[e.id]
+            hot.access_count[r] += 1
+            hot.last_access[r] = e.at
+            hot.confidence[r] = e.confidence
+            if e.tags:
+                hot.set_tags(e.id, hot.tags[r] + tuple(t for t in e.tags if t not in hot.tags[r]))
+            for link in e.links:
+                hot.set_link(e.id, link)
+        return RememberResult(e.id, "merged", e.similarity), False
+    if isinstance(e, UpdateEntry) or exists(e.id):
+        at = e.at if isinstance(e, UpdateEntry) else e.created_at
+        added = not promote(e.id)
+        if added:  # an update whose memory is gone: store it again
+            hot.insert(e.id, e.embedding, e.confidence, at, at, 0, e.content, e.tags, e.metadata)
+        r = hot.row[e.id]
+        hot.set_embedding(e.id, e.embedding)
+        hot.confidence[r] = e.confidence
+        hot.last_access[r] = at
+        hot.content[r] = e.content
+        hot.metadata[r] = dict(e.metadata)
+        hot.set_tags(e.id, e.tags)
+        for link in e.links:
+            hot.set_link(e.id, link)
+        return RememberResult(e.id, "updated"), added
+    hot.insert(e.id, e.embedding, e.confidence, e.created_at, e.created_at, 0, e.content, e.tags, e.metadata,
+               e.links)
+    # promoting a neighbour does not depend on the links set before it: promote, then link
+    hot.link_into(e.id, [(n, w) for n, w in e.backlinks if promote(n)], AUTO_LINK_KIND)
+    return RememberResult(e.id, "stored", None, tuple(n for n, _ in e.backlinks)), True

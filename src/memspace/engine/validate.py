@@ -9,14 +9,14 @@ as an absent field.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
-from memspace.engine.model import DEFAULT_LINK_KIND, Limits, Link, Vector
+from memspace.engine.model import DEFAULT_LINK_KIND, TIERS, Limits, Link, Vector
 from memspace.errors import InvalidArgument
 from memspace.ids import validate_memory_id
 
@@ -115,6 +115,12 @@ def tags(value: Any, field: str, limits: Limits, counted: bool = True) -> tuple[
         utf8_size(t, f"{field}[{i}]")
     return tuple(dict.fromkeys(value))
 
+
+
+def tier(value: Any, field: str) -> str:
+    if value not in TIERS:
+        raise invalid(field, f"must be one of {', '.join(TIERS)}, got {value!r}")
+    return str(value)
 
 def kind(value: Any, field: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_KIND_CHARS:
@@ -271,3 +277,22 @@ def restore_item(raw: Any, prefix: str, dimension: int, limits: Limits) -> Resto
         last_access=None if get("last_access") is None else timestamp(get("last_access"), prefix + "last_access"),
         access_count=0 if get("access_count") is None else integer(get("access_count"), prefix + "access_count",
                                                                    0, 2**63 - 1))
+
+
+def fill_embeddings(items: Sequence[Item], embed: Callable[[list[str]], Iterable[Any]], dimension: int) -> None:
+    """Embed the content of the items that have no embedding (``embed`` is called at most
+    once, and only if one lacks it). An InvalidArgument from ``embed`` naming an ``index`` is
+    raised again naming that item's ``content`` field."""
+    todo = [it for it in items if it.embedding is None]
+    if not todo:
+        return
+    try:
+        vectors = embed([it.content or "" for it in todo])
+    except InvalidArgument as exc:
+        index = exc.details.get("index")
+        if isinstance(index, int) and 0 <= index < len(todo):
+            field = todo[index].field("content")
+            raise InvalidArgument(f"{field}: {exc.message}", {"field": field}) from None
+        raise
+    for it, vec in zip(todo, vectors):
+        it.embedding = unit_vector(vec, dimension, it.field("content"))
