@@ -22,6 +22,7 @@ import typer
 from rich.table import Table
 
 from memspace.cli_common import (
+    FIRST_CONTACT_S,
     JsonOpt,
     Options,
     SpaceOpt,
@@ -29,12 +30,14 @@ from memspace.cli_common import (
     clip,
     emit_json,
     errors,
+    first_contact,
     kv_table,
     opts,
     say,
     stdout,
     when,
 )
+from memspace.client_http import HTTP_SCHEMES, HttpTransport
 from memspace.errors import ResourceExhausted, SpaceUnavailable
 from memspace.feed_cursor import FeedCursor, is_asleep
 
@@ -268,10 +271,26 @@ def events(
     """Tail the space's change feed (remember, forget, link ...) until Ctrl-C or --count events.
 
     With --json each event is one JSON line. An open tail does not keep its space awake:
-    while the space hibernates it waits (a note on stderr) and prints the change that wakes it."""
+    while the space hibernates it waits (a note on stderr) and prints the change that wakes it.
+    Events no longer kept by the server are reported on stderr as a warning.
+
+    Over an http(s) --url the tail reads the SSE feed: the same lines on stdout; the space's
+    state changes as notes on stderr ("note: space S is draining", "... is hibernated; waiting
+    for it to wake"), as are errors the server reports and retries; a dropped connection is
+    opened again (within 5 s) after the last event printed, so none is printed twice or missed."""
     o = opts(ctx, space, json)
     with errors(o):
         space_id = o.space_id()
+        if o.url.startswith(HTTP_SCHEMES):
+            first_contact(o.url, min(o.timeout, FIRST_CONTACT_S))
+            transport = HttpTransport(o.url, retries=0, token=o.token)
+            try:
+                follow_sse(transport, space_id, after, count, o.json, connect_timeout=o.timeout)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                transport.close()
+            return
         client = o.client(timeout=o.timeout + EVENTS_WAIT_MS / 1000)
         try:
             follow(client, space_id, after, count, o.json)
@@ -338,6 +357,46 @@ def follow(client: Any, space_id: str, after: int | None, count: int | None, as_
             else:
                 typer.echo(format_event(event))
             printed += 1
+    return printed
+
+
+def follow_sse(transport: HttpTransport, space_id: str, after: int | None, count: int | None, as_json: bool,
+               *, connect_timeout: float) -> int:
+    """Follow the SSE change feed (:meth:`HttpTransport.stream_events`) and print each event as
+    :func:`follow` does; returns how many were printed.
+
+    Changes go to stdout (:func:`format_event`, or one JSON line each with ``as_json``); a gap
+    is the same warning on stderr as :func:`follow` prints (without "up to", which the
+    stream's gap does not carry); lifecycle transitions, errors the server reports on the
+    stream and reconnections are notes on stderr, each said once until something else
+    happens. An error that ends the feed for good (the space deleted, a bad token) is raised."""
+    printed = 0
+    noted = ""
+    feed = transport.stream_events(space_id, after, connect_timeout=connect_timeout)
+    try:
+        for item in feed:
+            if item.kind == "change":
+                noted = ""
+                if as_json:
+                    emit_json(item.data, compact=True)
+                else:
+                    typer.echo(format_event(item.data))
+                printed += 1
+                if count is not None and printed >= count:
+                    break
+            elif item.kind == "gap":
+                typer.echo(f"warning: events after {item.data.get('after')} are no longer kept by the server; "
+                           "those changes are not shown", err=True)
+            elif item.kind == "lifecycle":
+                state = str(item.data.get("new", "unknown")).lower()
+                waits = "; waiting for it to wake (this command does not wake it)" if state == "hibernated" else ""
+                noted = _note(noted, f"space {space_id} is {state}{waits}")
+            elif item.kind == "error":
+                noted = _note(noted, f"the server reports {item.data.get('code')}: {item.data.get('message')}")
+            elif item.kind == "reconnecting":
+                noted = _note(noted, f"change feed interrupted ({item.data['reason']}); reconnecting")
+    finally:
+        feed.close()
     return printed
 
 

@@ -25,7 +25,8 @@ Op -> route (``S`` = ``/v1/spaces/{space}``)::
     drain | hibernate | restart | repair        POST S/{op}
     status          GET  /v1/status             (a named space: GET S)
 
-``events`` (a long poll; REST has the SSE feed instead) and ``metrics`` (REST
+``events`` (a long poll; REST has the SSE feed instead, followed by
+:meth:`HttpTransport.stream_events`) and ``metrics`` (REST
 serves Prometheus text) have no JSON route, nor do the space ops other than
 remember, recall and get on the default space (REST names the space in the
 path): these raise InvalidArgument before anything is sent, naming the op and
@@ -62,7 +63,7 @@ import math
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ import orjson
 
 import memspace
 from memspace import wire
+from memspace.client_sse import FeedItem, Frame, parse_frames, subscribed_after
 from memspace.engine.model import TIERS
 from memspace.errors import (
     CODES,
@@ -96,6 +98,10 @@ HTTP_SCHEMES = ("http://", "https://")
 #: Wait before re-sending after a connection error (doubling per attempt, capped).
 BACKOFF_S = 0.05
 BACKOFF_MAX_S = 1.0
+#: Longest wait before opening a dropped change feed again (the backoff doubles up to it).
+STREAM_BACKOFF_MAX_S = 5.0
+#: Replies to opening a change feed that are worth trying again (the space restarting, overloaded).
+_STREAM_RETRY_STATUS = frozenset({429, 502, 503, 504})
 #: Characters of a non-envelope error body quoted in the error message.
 QUOTE_CHARS = 200
 
@@ -401,6 +407,87 @@ class HttpTransport:
             f"gateway at {self.url}?",
             {"url": self.url, "op": op, "request_id": request_id, "attempts": attempts,
              "timeout_s": timeout, "cause": problem})
+
+    def stream_events(self, space: str, after: int | None = None, *, connect_timeout: float = 10.0,
+                      sleep: Callable[[float], object] | None = None) -> Generator[FeedItem, None, None]:
+        """Follow the change feed of ``space`` over SSE (``GET /v1/spaces/{space}/events``), forever.
+
+        ``after`` None starts at the feed's current end (only new changes; the position
+        is taken from the stream's opening comment), else after that seq. The stream
+        has no read timeout (the server sends ``: ping`` comments while idle); opening it
+        is bounded by ``connect_timeout``. A dropped connection, a stream the server
+        ended, or an answer of 429/502/503/504 to opening it is followed by a
+        ``reconnecting`` item and a new request with ``Last-Event-ID`` set to the last
+        change yielded, so no change is yielded twice or skipped; the wait before it
+        doubles from 0.05 s up to 5 s (a 503's ``Retry-After``, capped at 5 s) and
+        starts over once a change arrives. Any other error answer (the space does not
+        exist or was deleted, a bad token) raises its :mod:`memspace.errors` class, as
+        :meth:`call` does. The response is closed when the iterator is closed.
+        """
+        validate_space_id(space, "argument")
+        if after is not None and (type(after) is not int or after < 0):
+            raise InvalidArgument(f"after must be a non-negative integer, got {after!r}", {"field": "after"})
+        wait: Callable[[float], object] = sleep if sleep is not None else self._closed.wait
+        req = Request("GET", f"/v1/spaces/{space}/events")
+        timeout = httpx.Timeout(connect_timeout, read=None)
+        position, failures = after, 0
+        while not self.closed:
+            headers = {"Accept": "text/event-stream"}
+            if position is not None:
+                headers["Last-Event-ID"] = str(position)
+            retry_after: float | None = None
+            try:
+                with self._http.stream("GET", req.path, headers=headers, timeout=timeout) as response:
+                    if not response.is_success:
+                        response.read()
+                        err = self._error(req, response)
+                        if response.status_code not in _STREAM_RETRY_STATUS:
+                            raise err
+                        reason = f"{err.code}: {err.message}"
+                        retry_after = _retry_after(response, failures + 1)
+                    else:
+                        for frame in parse_frames(response.iter_lines()):
+                            if position is None:
+                                position = subscribed_after(frame)
+                            item = self._feed_item(frame, response)
+                            if item is None:
+                                continue
+                            if item.kind == "change":
+                                position, failures = int(item.data["seq"]), 0
+                            yield item
+                        reason = "the server ended the stream"
+            except httpx.TransportError as e:
+                reason = _describe(e)
+            except RuntimeError:
+                if self.closed:
+                    break
+                raise
+            failures += 1
+            delay = min(STREAM_BACKOFF_MAX_S, retry_after if retry_after is not None else _backoff(failures))
+            log.info("change feed of %s at %s: %s; reconnecting in %.2f s", space, self.url, reason, delay)
+            yield FeedItem("reconnecting", {"reason": reason, "delay_s": delay})
+            if wait(delay) is True:      # the transport was closed meanwhile
+                break
+
+    def _feed_item(self, frame: Frame, response: httpx.Response) -> FeedItem | None:
+        """The feed item of one SSE frame; None for a frame without data (comments, retry)."""
+        if not frame.data:
+            return None
+        try:
+            data = orjson.loads(frame.text)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise Internal(f"GET {response.request.url} sent an event whose data is not a JSON object: "
+                           f"{frame.text[:QUOTE_CHARS]!r}", {"url": str(response.request.url)})
+        if frame.id is not None:
+            if not isinstance(data.get("seq"), int):
+                raise Internal(f"GET {response.request.url} sent change {frame.id} without a seq",
+                               {"url": str(response.request.url)})
+            return FeedItem("change", data)
+        if frame.event == "error" and isinstance(data.get("error"), dict):
+            return FeedItem("error", data["error"])
+        return FeedItem(frame.event or "message", data)
 
     def _encode(self, req: Request, request_id: str) -> tuple[bytes | None, dict[str, str]]:
         headers: dict[str, str] = {}

@@ -1,6 +1,7 @@
 """``memspace events`` does not keep its space awake: against a real ``memspace serve`` with a short
 ``idle_hibernate_s``, a space tailed by the CLI hibernates on schedule, the tail's polls do not wake
-it, the write that wakes it is printed once and in order, and Ctrl-C ends the tail while it waits."""
+it, the write that wakes it is printed once and in order, and Ctrl-C ends the tail while it waits.
+The same over an http url (the SSE feed), which prints exactly what the zmq tail prints."""
 
 from __future__ import annotations
 
@@ -102,13 +103,16 @@ def ids(event: dict[str, Any]) -> list[str]:
     return [m["id"] for m in event["memories"]]
 
 
-def test_events_lets_the_space_hibernate_and_prints_the_waking_write_once(sleepy: ServerProcess) -> None:
-    space = "tail-sleepy"
+@pytest.mark.parametrize("transport", ["zmq", pytest.param("http", marks=pytest.mark.slow)])
+def test_events_lets_the_space_hibernate_and_prints_the_waking_write_once(sleepy: ServerProcess,
+                                                                          transport: str) -> None:
+    # over http the tail reads the SSE feed: its "is hibernated" note comes from the lifecycle event
+    space = f"tail-sleepy-{transport}"
     client = sleepy.client(timeout=TIMEOUT_S)
     client.create_space(space, dimension=4)
     mem = client.space(space)
     before = mem.remember(content="before", embedding=[1, 0, 0, 0])
-    tail = Tail(popen_cli(sleepy.endpoints["zmq"], "events", "--after", "0", "--space", space, "--json"))
+    tail = Tail(popen_cli(sleepy.endpoints[transport], "events", "--after", "0", "--space", space, "--json"))
     try:
         first = tail.event()                       # the tail's first (ordinary) call is done
         assert (first["type"], ids(first)) == ("remember", [before.id])
@@ -139,9 +143,57 @@ def test_events_lets_the_space_hibernate_and_prints_the_waking_write_once(sleepy
         client.close()
 
 
-def test_events_over_http_keeps_its_clear_error(sleepy: ServerProcess) -> None:
-    r = subprocess.run([sys.executable, "-m", "memspace", "events", "--space", "default"], check=False,
+def test_events_over_http_prints_what_zmq_prints(sleepy: ServerProcess) -> None:
+    space = "tail-both"
+    client = sleepy.client(timeout=TIMEOUT_S)
+    client.create_space(space, dimension=4)
+    mem = client.space(space)
+    try:
+        written = [mem.remember(content=f"m{i}", embedding=[1, i, 0, 0], tags=["t"]).id for i in range(3)]
+        mem.link(written[0], written[1], weight=0.5)
+        mem.forget(written[2])
+        outputs = {}
+        for transport in ("zmq", "http"):
+            for mode in ([], ["--json"]):
+                r = subprocess.run([sys.executable, "-m", "memspace", "events", "--space", space, "--after", "0",
+                                    "--count", "5", *mode], check=False, capture_output=True, text=True,
+                                   timeout=TIMEOUT_S, env=clean_env(MEMSPACE_URL=sleepy.endpoints[transport]))
+                assert r.returncode == 0, r.stderr
+                outputs[transport, bool(mode)] = r.stdout
+        assert outputs["http", False] == outputs["zmq", False]
+        assert outputs["http", True] == outputs["zmq", True]
+        events = [json.loads(line) for line in outputs["http", True].splitlines()]
+        assert [e["type"] for e in events] == ["remember"] * 3 + ["link", "forget"]
+        assert [ids(e) for e in events[:3]] == [[w] for w in written]
+        assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
+    finally:
+        client.close()
+
+
+def test_events_over_http_tails_new_writes_in_order_once(sleepy: ServerProcess) -> None:
+    space = "tail-http"
+    client = sleepy.client(timeout=TIMEOUT_S)
+    client.create_space(space, dimension=4)
+    mem = client.space(space)
+    first = mem.remember(content="first", embedding=[1, 0, 0, 0])
+    tail = Tail(popen_cli(sleepy.endpoints["http"], "events", "--after", "0", "--space", space, "--json"))
+    try:
+        assert ids(tail.event()) == [first.id]       # the stream is open
+        written = [mem.remember(content=f"w{i}", embedding=[0, 1, i, 0]).id for i in range(5)]
+        seen = [tail.event() for _ in written]
+        assert [ids(e) for e in seen] == [[w] for w in written]
+        assert [e["seq"] for e in seen] == sorted({e["seq"] for e in seen})
+        assert tail.interrupt() == 0, tail.err_seen
+        assert not any("Traceback" in line or line.startswith("error") for line in tail.err_seen), tail.err_seen
+        assert tail.out.empty() or tail.out.get_nowait() is None     # nothing printed twice
+    finally:
+        tail.kill()
+        client.close()
+
+
+def test_events_over_http_names_a_missing_space(sleepy: ServerProcess) -> None:
+    r = subprocess.run([sys.executable, "-m", "memspace", "events", "--space", "no-such-space"], check=False,
                        capture_output=True, text=True, timeout=TIMEOUT_S,
                        env=clean_env(MEMSPACE_URL=sleepy.endpoints["http"]))
     assert r.returncode == 1, r.stderr
-    assert "op events has no JSON REST route" in r.stderr and "zmq url" in r.stderr, r.stderr
+    assert "no-such-space" in r.stderr and r.stdout == "", r.stderr
