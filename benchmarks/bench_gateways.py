@@ -55,7 +55,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -75,7 +74,7 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import clustered_vectors, machine
+from common import clustered_vectors, finish_server, machine
 from runtime_report import Report, summary_us
 
 from memspace.api import pb
@@ -710,16 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.out}", flush=True)
         ok = True
     finally:
-        if server.proc is not None:
-            if ok:
-                server.stop(timeout=120)
-            else:
-                print(f"serve log tail:\n{server.log_tail()}", file=sys.stderr)
-                server.kill()
-        if args.keep or not ok:
-            print(f"data kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish_server(server, tmp, ok, args.keep, stop_timeout=120)
     return 0
 
 

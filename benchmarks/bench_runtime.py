@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import runtime_raw as raw
+from common import finish_server
 from runtime_report import Report
 from runtime_sections import QUICK, SECTIONS, Bench, Plan
 
@@ -129,16 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         raw.stop(raw_procs)
         ctx.destroy(0)
-        if server.proc is not None:
-            if ok:
-                server.stop(timeout=600)
-            else:
-                print(f"serve log tail:\n{server.log_tail()}", file=sys.stderr)
-                server.kill()
-        if args.keep or not ok:
-            print(f"data kept in {tmp}", file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish_server(server, tmp, ok, args.keep, stop_timeout=600)
     return 0
 
 

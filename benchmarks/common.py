@@ -125,3 +125,20 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def finish_server(server: Any, tmp: Path, ok: bool, keep: bool, stop_timeout: float) -> None:
+    """End a benchmark's ``memspace serve``: stop it if the run went well, else show its log
+    tail and kill it; remove its data unless asked to keep it or the run failed."""
+    import shutil
+
+    if server.proc is not None:
+        if ok:
+            server.stop(timeout=stop_timeout)
+        else:
+            print(f"serve log tail:\n{server.log_tail()}", file=sys.stderr)
+            server.kill()
+    if keep or not ok:
+        print(f"data kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import orjson
 
 from memspace.engine.model import Link as MemoryLink
+from memspace.engine.pool import ranges
 from memspace.engine.recordtypes import Entry, RecordFormatError, Remember, StoreEntry
 
 _STORE_HEAD = struct.Struct("<6I")   # n, dim, links, backlinks, ids_len, meta_len
@@ -160,21 +161,12 @@ def store_columns(payload: bytes | memoryview) -> StoreColumns:
         if not (type(content) is list and type(tags) is list and type(metadata) is list and type(kinds) is list
                 and len(content) == len(tags) == len(metadata) == n and (rid is None or type(rid) is str)):
             raise ValueError("malformed meta")
-        for c in content:
-            if c is not None and type(c) is not str:
-                raise ValueError(f"content of type {type(c).__name__}")
+        _only(content, (str, type(None)), "content")
+        _only(tags, (list,), "tags")
         for row_tags in tags:
-            if type(row_tags) is not list:
-                raise ValueError(f"tags of type {type(row_tags).__name__}")
-            for t in row_tags:
-                if type(t) is not str:
-                    raise ValueError(f"a tag of type {type(t).__name__}")
-        for m in metadata:
-            if type(m) is not dict:
-                raise ValueError(f"metadata of type {type(m).__name__}")
-        for k in kinds:
-            if type(k) is not str:
-                raise ValueError(f"a link kind of type {type(k).__name__}")
+            _only(row_tags, (str,), "a tag")
+        _only(metadata, (dict,), "metadata")
+        _only(kinds, (str,), "a link kind")
         if codes and max(codes) >= len(kinds):
             raise ValueError(f"link kind {max(codes)} of {len(kinds)}")
     except (ValueError, KeyError, TypeError, struct.error, orjson.JSONDecodeError) as exc:
@@ -182,6 +174,13 @@ def store_columns(payload: bytes | memoryview) -> StoreColumns:
     return tuple.__new__(StoreColumns, (
         rid, dim, words[:n], link_counts, back_counts, v[2 * n:3 * n], v[3 * n:4 * n], words[n:n + nl],
         v[4 * n:a], kinds, codes, words[n + nl:], v[a:b], content, tags, metadata, mv[rows_at:]))
+
+
+def _only(values: list[Any], types: tuple[type, ...], what: str) -> None:
+    """Raise ValueError naming ``what`` and the type of the first value of another type."""
+    for v in values:
+        if type(v) not in types:
+            raise ValueError(f"{what} of type {type(v).__name__}")
 
 
 def store_record(c: StoreColumns) -> Remember:
@@ -246,14 +245,6 @@ class StoreBatch:
                           self.kinds[l0:l1], self.kind_names, self.neighbours[b0:b1], self.back_weights[b0:b1])
 
 
-def _ranges(starts: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The concatenation of ``arange(s, s + c)`` for each ``(s, c)``, in order."""
-    total = int(counts.sum())
-    if not total:
-        return np.empty(0, np.int64)
-    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total, dtype=np.int64)
-
-
 def _starts(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Where each of consecutive spans of these lengths starts."""
     return (np.cumsum(lengths) - lengths).astype(np.int64)
@@ -295,18 +286,18 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
     words32 = np.frombuffer(_spans(payloads, numbers_at, text_at), "<u4")
     nf = 2 * n + nl + nb
     at = _starts(2 * n + 2 * nf + nl)
-    counts = words32[_ranges(at, 2 * n)].astype(np.int64)
-    floats = words32[_ranges(at + 2 * n, 2 * nf)].view("<f8")
-    codes = words32[_ranges(at + 2 * n + 2 * nf, nl)].astype(np.int64)
+    counts = words32[ranges(at, 2 * n)].astype(np.int64)
+    floats = words32[ranges(at + 2 * n, 2 * nf)].view("<f8")
+    codes = words32[ranges(at + 2 * n + 2 * nf, nl)].astype(np.int64)
     at = _starts(2 * n)
-    link_counts, back_counts = counts[_ranges(at, n)], counts[_ranges(at + n, n)]
+    link_counts, back_counts = counts[ranges(at, n)], counts[ranges(at + n, n)]
     entry_record = np.repeat(np.arange(k), n)
     if ((np.bincount(entry_record, link_counts, k) != nl).any()
             or (np.bincount(entry_record, back_counts, k) != nb).any()):
         return None
     at = _starts(nf)
-    confidence, created = floats[_ranges(at, n)], floats[_ranges(at + n, n)]
-    weights, back_weights = floats[_ranges(at + 2 * n, nl)], floats[_ranges(at + 2 * n + nl, nb)]
+    confidence, created = floats[ranges(at, n)], floats[ranges(at + n, n)]
+    weights, back_weights = floats[ranges(at + 2 * n, nl)], floats[ranges(at + 2 * n + nl, nb)]
     text = _spans(payloads, text_at, meta_at, b" ")
     # each record's text holds its n + L + B words: one space fewer, and one more joining it to the next
     spaces = np.add.reduceat(np.frombuffer(text, np.uint8) == 0x20, _starts(ids_len + 1))
@@ -340,11 +331,11 @@ def decode_stores(payloads: Sequence[bytes | memoryview], dim: int) -> StoreBatc
         return None
     # words: per record its ids, link targets and backlink neighbours
     at = _starts(n + nl + nb)
-    return StoreBatch(dim, request_ids, n, words[_ranges(at, n)].tolist(), link_counts, back_counts,
+    return StoreBatch(dim, request_ids, n, words[ranges(at, n)].tolist(), link_counts, back_counts,
                       confidence, created, content, tags, metadata, _spans(payloads, rows_at, sizes),
-                      words[_ranges(at + n, nl)].tolist(), weights,
+                      words[ranges(at + n, nl)].tolist(), weights,
                       codes + _starts(kinds_per_record)[link_record], kind_names,
-                      words[_ranges(at + n + nl, nb)].tolist(), back_weights)
+                      words[ranges(at + n + nl, nb)].tolist(), back_weights)
 
 
 _STR_OR_NONE = {str, type(None)}

@@ -281,20 +281,15 @@ class Wal:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def records(self, after_seq: int = 0, *, verify: bool = True) -> Iterator[WalRecord]:
+    def records(self, after_seq: int = 0) -> Iterator[WalRecord]:
         """Yield the records on disk with seq > ``after_seq``, oldest first, CRC-checked.
 
-        ``verify=False`` skips the CRCs (headers are still checked): for a replay right
-        after :meth:`open`, which has just checked every record - the hot path of a
-        restart. Reads one segment at a time into memory; payloads are ``bytes`` copies, so
-        keeping one does not pin a segment. Appended records are included once
-        ``commit``/``sync`` wrote them. Damage raises ``WalCorruption``.
+        Payloads are ``bytes`` copies, so keeping one does not pin a segment. Appended
+        records are included once ``commit``/``sync`` wrote them. Damage raises
+        ``WalCorruption``. (Recovery reads :meth:`payloads` instead.)
         """
-        segments = list(self._segments)
-        for i, seg in enumerate(segments):
-            if i + 1 < len(segments) and segments[i + 1].first_seq - 1 <= after_seq:
-                continue  # every record in it is <= after_seq
-            yield from _segment_records(seg.path, after_seq, self._max_record, verify)
+        for path in self._segments_after(after_seq):
+            yield from _segment_records(path, after_seq, self._max_record)
 
     def payloads(self, after_seq: int = 0) -> Iterator[tuple[int, int, memoryview]]:
         """``(seq, type, payload)`` of the records on disk with seq > ``after_seq``, oldest
@@ -305,11 +300,14 @@ class Wal:
         as long as it is referenced (keeping one keeps its segment mapped). Headers are
         walked, not checked, beyond their magic and length.
         """
+        for path in self._segments_after(after_seq):
+            yield from _segment_views(path, after_seq)
+
+    def _segments_after(self, after_seq: int) -> list[Path]:
+        """The segments that may hold records with seq > ``after_seq``."""
         segments = list(self._segments)
-        for i, seg in enumerate(segments):
-            if i + 1 < len(segments) and segments[i + 1].first_seq - 1 <= after_seq:
-                continue
-            yield from _segment_views(seg.path, after_seq)
+        return [seg.path for i, seg in enumerate(segments)
+                if i + 1 == len(segments) or segments[i + 1].first_seq - 1 > after_seq]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -489,7 +487,7 @@ class Wal:
         self._synced_at = self._clock()
 
 
-def _segment_records(path: Path, after_seq: int, max_record: int, verify: bool = True) -> Iterator[WalRecord]:
+def _segment_records(path: Path, after_seq: int, max_record: int) -> Iterator[WalRecord]:
     data = fsutil.map_readonly(path)
     n = len(data)
     if n < _HDR or data[:_HDR] != segment_header():
@@ -508,7 +506,7 @@ def _segment_records(path: Path, after_seq: int, max_record: int, verify: bool =
         if magic != RECORD_MAGIC or version != RECORD_VERSION or length > max_record or end > n or seq <= prev:
             raise WalCorruption(str(path), off, "bad record header")
         if seq > after_seq:
-            if verify and crc32(mv[start:end], crc32(mv[off + 4:off + 20])) != crc:
+            if crc32(mv[start:end], crc32(mv[off + 4:off + 20])) != crc:
                 raise WalCorruption(str(path), off, "CRC mismatch")
             yield WalRecord(seq, type_, data[start:end])   # a copy: it does not keep the map alive
         prev = seq
